@@ -1,0 +1,68 @@
+# The book's two commands (see README.md):
+#   make book   set up .venv and build the site into _build/html
+#   make test   run every test: lint, unit tests, notebooks, site build, browser
+# and, for students, `make lab` to open JupyterLab.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of PyTorch. GPU users: see README.md ("A GPU").
+TORCH_SPEC ?= torch==2.13.0+cpu
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+STAMP := $(VENV)/.installed
+
+.PHONY: book test lab lint unit notebooks site browser exercises lock clean browser-deps
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --keep-going --path-output . -q
+	@echo ""
+	@echo "The book is built. Open this page in a browser:"
+	@echo "    file://$(CURDIR)/_build/html/index.html"
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: '$(PYTHON)' was not found (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# Try the configured package sources first, then PyTorch's own CPU index.
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)" \
+	  || $(BIN)/pip install --quiet "$(TORCH_SPEC)" --index-url $(TORCH_CPU_INDEX)
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (attnbook)" >/dev/null
+	touch $(STAMP)
+
+test: $(STAMP) browser-deps
+	$(BIN)/python -m tools.run_tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests tools _ext
+
+unit: $(STAMP)
+	$(BIN)/pytest tests -m "not notebooks and not site" -q
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=.
+
+# Regenerate exercises/ from solutions/ (and execute them so outputs are stored).
+exercises: $(STAMP)
+	$(BIN)/python -m tools.make_exercises --execute
+
+# Debian's Chromium drives the browser tests; as root we install it, otherwise we ask.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "The browser tests need Chromium at /usr/bin/chromium."; \
+	    echo "Install it with:  sudo apt-get install chromium   (or set CHROMIUM=/path/to/chrome)"; \
+	    [ -n "$$CHROMIUM" ] || exit 1; \
+	  fi; \
+	fi
+
+lock:
+	$(BIN)/pip freeze --exclude-editable | grep -v '^torch==' > requirements.lock.new
+	@echo "Wrote requirements.lock.new; add the header from requirements.lock and replace it."
+
+clean:
+	rm -rf _build .pytest_cache

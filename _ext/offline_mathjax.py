@@ -1,0 +1,38 @@
+"""Serve MathJax 3 from the site itself, so math is typeset with no network.
+
+MathJax comes from the `django-static-mathjax` wheel pinned in requirements.lock
+(it only ships MathJax's files); this extension copies its `es5` build into the
+site's `_static/mathjax/` and points Sphinx at it.
+"""
+
+import shutil
+from pathlib import Path
+
+
+def _mathjax_es5() -> Path:
+    import mathjax  # the package django-static-mathjax installs
+
+    folder = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    if not (folder / "tex-chtml.js").exists():
+        raise RuntimeError(f"MathJax files not found in {folder}; run `make book` to install them")
+    return folder
+
+
+def _add_static_path(app, config):
+    # html_static_path copies a folder's *contents*, so stage a folder holding `mathjax/`.
+    staging = Path(app.outdir).parent / "mathjax_static"
+    target = staging / "mathjax"
+    if not (target / "tex-chtml.js").exists():
+        es5 = _mathjax_es5()
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        shutil.copy2(es5 / "tex-chtml.js", target)
+        for folder in ["a11y", "ui", "input", "output", "adaptors", "sre"]:
+            shutil.copytree(es5 / folder, target / folder)
+    config.html_static_path.append(str(staging))
+    config.mathjax_path = "mathjax/tex-chtml.js"
+
+
+def setup(app):
+    app.connect("config-inited", _add_static_path, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,134 @@
+"""Training and evaluation for the sequence-to-sequence models of Part I."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from attnbook.data import Example, Vocab, batches
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch so a notebook gives the same numbers every run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, else the CPU (every notebook runs on a laptop CPU)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class History:
+    """What happened during training."""
+
+    step_losses: list[float] = field(default_factory=list)
+    epoch_valid_exact: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """Mean cross-entropy over real (non-pad) target positions. logits (B, T, V), targets (B, T)."""
+    if logits.shape[:2] != targets.shape:
+        raise ValueError(f"logits of shape {tuple(logits.shape)} do not match targets of shape "
+                         f"{tuple(targets.shape)} in their first two dimensions")
+    return nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id)
+
+
+def train_seq2seq(model: nn.Module, train: list[Example], src_vocab: Vocab, tgt_vocab: Vocab,
+                  epochs: int = 5, batch_size: int = 64, lr: float = 3e-3,
+                  valid: list[Example] | None = None, clip: float = 1.0, seed: int = 0,
+                  progress: bool = True) -> History:
+    """Adam with teacher forcing, gradient clipping, and a progress bar per run.
+
+    After each epoch, with `valid`, records the exact-match accuracy of greedy decoding.
+    """
+    device = next(model.parameters()).device
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history = History()
+    steps_per_epoch = -(-len(train) // batch_size)
+    bar = tqdm(total=epochs * steps_per_epoch, disable=not progress, desc="training")
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        for batch in batches(train, src_vocab, tgt_vocab, batch_size, shuffle=True,
+                             seed=seed + epoch):
+            batch = batch.to(device)
+            logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+            loss = sequence_loss(logits, batch.tgt_out, tgt_vocab.pad_id)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            history.step_losses.append(loss.item())
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if valid is not None:
+            predictions = predict(model, valid, src_vocab, tgt_vocab)
+            history.epoch_valid_exact.append(exact_match(predictions, [e.target for e in valid]))
+            bar.set_postfix(loss=f"{loss.item():.3f}", valid=f"{history.epoch_valid_exact[-1]:.3f}")
+    bar.close()
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, examples: list[Example], src_vocab: Vocab, tgt_vocab: Vocab,
+            batch_size: int = 256, max_len: int | None = None) -> list[str]:
+    """Greedy-decode every example and return the output strings."""
+    model.eval()
+    device = next(model.parameters()).device
+    if max_len is None:
+        max_len = max(len(e.target) for e in examples) + 5
+    predictions = []
+    for batch in batches(examples, src_vocab, tgt_vocab, batch_size):
+        batch = batch.to(device)
+        tokens, _ = model.greedy_decode(batch.src, batch.src_lengths, max_len)
+        predictions.extend(tgt_vocab.decode(row) for row in tokens.cpu())
+    return predictions
+
+
+def exact_match(predictions: list[str], targets: list[str]) -> float:
+    """Fraction of outputs that equal their target exactly."""
+    if len(predictions) != len(targets):
+        raise ValueError(f"{len(predictions)} predictions but {len(targets)} targets")
+    if not targets:
+        raise ValueError("exact_match needs at least one target")
+    return sum(p == t for p, t in zip(predictions, targets)) / len(targets)
+
+
+def char_accuracy(predictions: list[str], targets: list[str]) -> float:
+    """Fraction of target characters predicted at their position (missing ones count wrong)."""
+    if len(predictions) != len(targets):
+        raise ValueError(f"{len(predictions)} predictions but {len(targets)} targets")
+    correct = sum(sum(a == b for a, b in zip(p, t)) for p, t in zip(predictions, targets))
+    total = sum(len(t) for t in targets)
+    if total == 0:
+        raise ValueError("char_accuracy needs at least one target character")
+    return correct / total
+
+
+def accuracy_by_length(examples: list[Example], predictions: list[str],
+                       edges: list[int]) -> dict[str, float]:
+    """Exact match per input-length bucket [edges[i], edges[i+1]).
+
+    Returns {"lo-hi": accuracy} for every non-empty bucket, in order.
+    """
+    if len(examples) != len(predictions):
+        raise ValueError(f"{len(examples)} examples but {len(predictions)} predictions")
+    if list(edges) != sorted(edges) or len(edges) < 2:
+        raise ValueError(f"edges must be at least two increasing numbers, got {edges}")
+    result = {}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        pairs = [(p, e.target) for p, e in zip(predictions, examples) if lo <= len(e.source) < hi]
+        if pairs:
+            result[f"{lo}-{hi - 1}"] = sum(p == t for p, t in pairs) / len(pairs)
+    return result
