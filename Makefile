@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0+cpu
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: book test lab lint unit notebooks site browser exercises lock clean browser-deps
+.PHONY: book student-book test lab lint unit notebooks site browser exercises lock clean browser-deps
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going --path-output . -q
@@ -40,6 +40,13 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests -m "not notebooks and not site" -q
 
+# The site without solutions, for a course whose students should not see them.
+student-book: $(STAMP)
+	$(BIN)/python -m tools.student_toc _build/_toc_student.yml
+	$(BIN)/jupyter-book build . --toc _build/_toc_student.yml --path-output _build_student \
+	  --warningiserror --keep-going -q
+	@echo "Student site (no solutions): file://$(CURDIR)/_build_student/_build/html/index.html"
+
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=.
 
@@ -65,4 +72,4 @@ lock:
 	@echo "Wrote requirements.lock.new; add the header from requirements.lock and replace it."
 
 clean:
-	rm -rf _build .pytest_cache
+	rm -rf _build _build_student .pytest_cache

@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from attnbook.checks import CheckFailed, check_answer, compare_with_reference, verdict
+from attnbook.checks.ch01 import (
+    check_accuracy_by_length,
+    check_greedy_decode,
+    check_last_real_state,
+    check_sequence_loss,
+)
+from attnbook.seq2seq import greedy_decode, last_real_state
+from attnbook.train import accuracy_by_length, sequence_loss
+
+
+def make_pair(generator):
+    return (torch.randn(3, 4, generator=generator),)
+
+
+def test_verdict_names_shape_nan_and_first_wrong_value():
+    expected = torch.zeros(2, 3)
+    assert verdict(expected.clone(), expected) is None
+    assert verdict(torch.zeros(3, 2), expected) == "wrong shape: expected (2, 3), got (3, 2)"
+    with_nan = expected.clone()
+    with_nan[1, 2] = float("nan")
+    assert "NaN (first at index (1, 2))" in verdict(with_nan, expected)
+    wrong = expected.clone()
+    wrong[0, 1] = 5.0
+    assert verdict(wrong, expected) == ("1 of 6 values are wrong; the first is at index (0, 1): "
+                                        "expected 0, got 5")
+    assert "expected a tensor" in verdict([1, 2], expected)
+    assert verdict((expected, 1), (expected, 2)) == "item 1: expected 2, got 1"
+
+
+def test_compare_passes_a_right_answer(capsys):
+    compare_with_reference(lambda x: x * 2, lambda x: x + x, make_pair, name="double")
+    assert "✅ double: correct on 5 random inputs." in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("student, message", [
+    (lambda x: x * 3, "values are wrong"),
+    (lambda x: x.T, "wrong shape: expected (3, 4), got (4, 3)"),
+    (lambda x: x / 0 * 0, "NaN"),
+    (lambda x: x.numpy(), "expected a tensor of shape (3, 4)"),
+    (lambda x: x.view(7), "your function raised RuntimeError"),
+])
+def test_compare_says_what_is_wrong(student, message):
+    with pytest.raises(CheckFailed) as failure:
+        compare_with_reference(student, lambda x: x * 2, make_pair, name="double")
+    assert message in str(failure.value)
+    assert "inputs (shape (3, 4))" in str(failure.value) or "your function raised" in str(failure.value)
+
+
+def test_not_implemented_is_reported_plainly():
+    def stub(x):
+        raise NotImplementedError("Your code here")
+
+    with pytest.raises(CheckFailed, match="double: not implemented yet"):
+        compare_with_reference(stub, lambda x: x, make_pair, name="double")
+
+
+def test_a_wrong_answer_only_on_some_inputs_is_caught():
+    def sometimes_wrong(x):
+        return x if x[0, 0] > 0 else -x
+    with pytest.raises(CheckFailed, match="on test"):
+        compare_with_reference(sometimes_wrong, lambda x: x, make_pair, name="id", trials=10)
+
+
+def test_check_answer(capsys):
+    check_answer(46, 46, "bits")
+    assert "✅ bits: right." in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match="45 is not right. think again"):
+        check_answer(45, 46, "bits", hint="think again")
+    with pytest.raises(CheckFailed, match="replace the ..."):
+        check_answer(..., 46, "bits")
+    check_answer(0.5 + 1e-9, 0.5, "float")
+
+
+def test_chapter_1_checks_pass_the_reference_and_fail_wrong_answers():
+    check_last_real_state(last_real_state)
+    check_sequence_loss(sequence_loss)
+    check_greedy_decode(greedy_decode)
+    check_accuracy_by_length(accuracy_by_length)
+    with pytest.raises(CheckFailed, match="Exercise 1.1"):
+        check_last_real_state(lambda outputs, lengths: outputs[:, -1])
+    with pytest.raises(CheckFailed, match="Exercise 1.2"):
+        check_sequence_loss(lambda logits, targets, pad_id: torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), targets.flatten()))
+    with pytest.raises(CheckFailed, match="Exercise 1.3"):
+        check_greedy_decode(lambda model, src, lengths, max_len: greedy_decode(
+            model, src, lengths, max_len - 1)[0])
+    with pytest.raises(CheckFailed, match="Exercise 1.4"):
+        check_accuracy_by_length(lambda examples, predictions, edges: accuracy_by_length(
+            examples, predictions, [0, 30, 60, 90]))

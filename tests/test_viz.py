@@ -1,0 +1,13 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+from attnbook.viz import plot_accuracy_by_length, plot_losses  # noqa: E402
+
+
+def test_plots_draw_what_they_are_given():
+    ax = plot_losses([3.0, 2.0, 1.0] * 10, smooth=5)
+    assert len(ax.lines) == 2 and list(ax.lines[0].get_ydata()[:3]) == [3.0, 2.0, 1.0]
+    ax = plot_accuracy_by_length({"a": {"0-19": 0.9, "20-39": 0.5}, "b": {"0-19": 1.0}})
+    assert [list(line.get_ydata()) for line in ax.lines] == [[90.0, 50.0], [100.0]]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
