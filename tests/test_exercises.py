@@ -27,12 +27,14 @@ def test_strip_solutions_keeps_indentation_and_counts_blocks():
 
 def test_generator_tags_stub_and_check_and_drops_solution_notes():
     notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Solutions 9: Title"),
         nbformat.v4.new_code_cell("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION"),
         nbformat.v4.new_code_cell("check(f)"),
         nbformat.v4.new_markdown_cell("the answer is 1", metadata={"tags": ["solution"]}),
         nbformat.v4.new_code_cell("print('after')"),
     ])
     exercise = exercise_from_solution(notebook)
+    assert exercise.cells.pop(0).source == "# Exercises 9: Title"
     assert [c.source for c in exercise.cells] == [f"def f():\n    {STUB}", "check(f)", "print('after')"]
     assert [c.metadata.get("tags", []) for c in exercise.cells] == [[EXERCISE_TAG], [EXERCISE_TAG], []]
 

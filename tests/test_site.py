@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.site
 
 ROOT = Path(__file__).resolve().parent.parent
-SITE = ROOT / "_build" / "html"
+SITE = Path(os.environ.get("ATTNBOOK_SITE", ROOT / "_build" / "html"))
 SCREENSHOTS = ROOT / "tests" / "_report"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 

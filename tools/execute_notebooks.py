@@ -23,7 +23,7 @@ def execute(path: Path, timeout: int = 600) -> float:
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}},
-                            store_widget_state=False)
+                            store_widget_state=True)
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start

@@ -5,7 +5,8 @@ In a solution notebook, solution code sits between `### BEGIN SOLUTION` and
 a stub that raises NotImplementedError, keeping the block's indentation. The
 stub cell and the next code cell (its check) are tagged `raises-exception`,
 so nbval expects both to fail in the exercise notebook. Markdown cells tagged
-`solution` (explanations of the answer) are left out of the exercises.
+`solution` (explanations of the answer) are left out of the exercises, and the
+title "# Solutions N: ..." becomes "# Exercises N: ...".
 
     python -m tools.make_exercises            # write the exercise notebooks
     python -m tools.make_exercises --execute  # ... and run them to store outputs
@@ -28,6 +29,7 @@ END = re.compile(r"^\s*### END SOLUTION\s*$")
 STUB = 'raise NotImplementedError("Your code here: replace this line.")'
 EXERCISE_TAG = "raises-exception"
 SOLUTION_ONLY_TAG = "solution"
+SOLUTIONS_TITLE, EXERCISES_TITLE = "# Solutions", "# Exercises"
 
 
 def strip_solutions(source: str) -> tuple[str, int]:
@@ -64,6 +66,8 @@ def exercise_from_solution(solution: nbformat.NotebookNode) -> nbformat.Notebook
     for cell in exercise.cells:
         if SOLUTION_ONLY_TAG in cell.metadata.get("tags", []):
             continue
+        if cell.cell_type == "markdown" and cell.source.startswith(SOLUTIONS_TITLE):
+            cell.source = EXERCISES_TITLE + cell.source[len(SOLUTIONS_TITLE):]
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
             cell.source, stubs = strip_solutions(cell.source)

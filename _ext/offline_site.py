@@ -1,8 +1,11 @@
-"""Serve MathJax 3 from the site itself, so math is typeset with no network.
+"""Make the site work offline: it serves its own scripts and loads nothing from elsewhere.
 
-MathJax comes from the `django-static-mathjax` wheel pinned in requirements.lock
-(it only ships MathJax's files); this extension copies its `es5` build into the
-site's `_static/mathjax/` and points Sphinx at it.
+- MathJax 3 comes from the `django-static-mathjax` wheel pinned in requirements.lock
+  (it only ships MathJax's files); its `es5` build is copied into the site's
+  `_static/mathjax/` and Sphinx is pointed at it.
+- Jupyter Book always loads sphinx-thebe, whose scripts point at a CDN and are
+  added twice to every page (a console error). The book does not use Thebe (its
+  launch buttons open Colab), so its scripts are removed from every page.
 """
 
 import shutil
@@ -33,6 +36,15 @@ def _add_static_path(app, config):
     config.mathjax_path = "mathjax/tex-chtml.js"
 
 
+def _drop_thebe_scripts(app, pagename, templatename, context, doctree):
+    def is_thebe(script) -> bool:
+        body = script.attributes.get("body", "") if hasattr(script, "attributes") else ""
+        return "thebe" in str(script).lower() or "THEBE" in body
+    if "script_files" in context:
+        context["script_files"] = [s for s in context["script_files"] if not is_thebe(s)]
+
+
 def setup(app):
     app.connect("config-inited", _add_static_path, priority=900)
+    app.connect("html-page-context", _drop_thebe_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
