@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
+
+from attnbook.attention import masked_softmax
 
 
 def _axes(ax=None, figsize=(6, 3.5)):
@@ -41,3 +44,106 @@ def plot_accuracy_by_length(curves: dict[str, dict[str, float]], ax=None, title:
     ax.grid(alpha=0.3)
     ax.legend()
     return ax
+
+
+def plot_attention_weights(weights, ax=None, xlabels=None, ylabels=None, title: str = "",
+                           xlabel: str = "key", ylabel: str = "query", annotate: bool = False):
+    """Heatmap of one (Lq, Lk) matrix of attention weights: row i is what query i reads.
+
+    Masked entries (weight exactly 0) show white, so masks are easy to see.
+    """
+    weights = np.asarray(weights.detach().cpu() if hasattr(weights, "detach") else weights, dtype=float)
+    if weights.ndim != 2:
+        raise ValueError(f"weights must be a 2-D (queries, keys) matrix, got shape {weights.shape}")
+    ax = _axes(ax, figsize=(min(0.45 * weights.shape[1] + 2, 8), min(0.45 * weights.shape[0] + 1, 6)))
+    shown = np.ma.masked_where(weights == 0, weights)
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=max(weights.max(), 1e-9), aspect="auto")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if xlabels is not None or weights.shape[1] <= 30:  # else leave matplotlib's own ticks
+        ax.set_xticks(range(weights.shape[1]), xlabels if xlabels is not None else range(weights.shape[1]))
+    if ylabels is not None or weights.shape[0] <= 30:
+        ax.set_yticks(range(weights.shape[0]), ylabels if ylabels is not None else range(weights.shape[0]))
+    if annotate:
+        for (i, j), w in np.ndenumerate(weights):
+            if w == 0:
+                continue  # masked: left blank
+            ax.text(j, i, f"{w:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if w > 0.6 * weights.max() else "black")
+    plt.colorbar(image, ax=ax, shrink=0.8)
+    return ax
+
+
+def plot_softmax_temperature(logits, temperature: float, ax=None, labels=None):
+    """Bars of softmax(logits / temperature): low temperatures sharpen, high ones flatten."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = torch.as_tensor(logits, dtype=torch.float64)
+    weights = masked_softmax(logits / temperature).numpy()
+    ax = _axes(ax, figsize=(4, 3))
+    ax.bar(range(len(logits)), weights, color="C0")
+    ax.set_xticks(range(len(logits)), labels if labels is not None else range(len(logits)))
+    ax.set(ylim=(0, 1.02), ylabel="weight", title=f"T = {temperature:g}")
+    return ax
+
+
+def _visible(char: str) -> str:
+    """A character as a tick label: spaces become '␣' so that they can be seen."""
+    return "␣" if char == " " else char
+
+
+def plot_alignment(weights, source: str, output: str, ax=None, title: str = ""):
+    """Attention weights as a heatmap: one row per output character (top to bottom),
+    one column per source character (left to right); darker = more weight.
+
+    weights: (T, S) with T >= len(output) and S >= len(source); extra rows (<eos>)
+    and columns (padding) are not drawn.
+    """
+    weights = np.asarray(weights, dtype=float)
+    if weights.ndim != 2 or weights.shape[0] < len(output) or weights.shape[1] < len(source):
+        raise ValueError(f"weights of shape {weights.shape} do not cover an output of "
+                         f"{len(output)} and a source of {len(source)} characters")
+    weights = weights[:len(output), :len(source)]
+    if ax is None:
+        width, height = 1.2 + 0.14 * len(source), 0.9 + 0.2 * len(output)
+        _, ax = plt.subplots(figsize=(width, height), layout="constrained")
+    ax.imshow(weights, cmap="Greys", vmin=0, vmax=1, aspect="equal", interpolation="nearest")
+    ax.set_xticks(range(len(source)), [_visible(c) for c in source], fontsize=8,
+                  fontfamily="monospace")
+    ax.set_yticks(range(len(output)), list(output), fontsize=8, fontfamily="monospace")
+    ax.tick_params(length=0)
+    ax.xaxis.tick_top()
+    ax.set_xlabel("source character", fontsize=9)
+    ax.set_ylabel("output character", fontsize=9)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def alignment_explorer(model, src_vocab, tgt_vocab, text: str = "Sat 5 Jun 1999"):
+    """A text box and the model's output with its alignment, redrawn as you type.
+
+    Needs a running kernel (ipywidgets); the website shows static figures instead.
+    """
+    import ipywidgets as widgets
+
+    from attnbook.seq2seq import translate
+
+    box = widgets.Text(value=text, description="input:", continuous_update=False,
+                       layout=widgets.Layout(width="90%"))
+    shown = widgets.Output()
+
+    def redraw(_=None):
+        with shown:
+            shown.clear_output(wait=True)
+            try:
+                output, weights = translate(model, box.value, src_vocab, tgt_vocab)
+            except ValueError as error:
+                print(error)
+                return
+            print(f"output: {output}")
+            plot_alignment(weights, box.value, output)
+            plt.show()
+
+    box.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([box, shown])
