@@ -3,8 +3,9 @@
 Modules, each importing only those above it:
     data                       the running task, vocabularies, batches
     attention                  scores, masked softmax, scaled dot-product attention, masks
+    positional, multihead      position encodings and multi-head attention
     seq2seq                    encoder-decoder models of Part I
-    train, viz, checks         training loops, plots, exercise checks
+    train, viz, bench, checks  training loops, plots, timing, exercise checks
 """
 
 __version__ = "0.1.0"
