@@ -220,7 +220,9 @@ class DotScore(Score):
         super().__init__(query_dim, key_dim)
 
     def score(self, query, prepared):
-        return torch.bmm(prepared, query[:, :, None]).squeeze(-1)  # (B, S, D) @ (B, D, 1) -> (B, S)
+        # (B, S, D) * (B, 1, D), summed over D -> (B, S); on a CPU this is several times
+        # faster than the equivalent batched matrix-vector product torch.bmm.
+        return (prepared * query[:, None, :]).sum(dim=-1)
 
 
 class GeneralScore(Score):
@@ -234,7 +236,7 @@ class GeneralScore(Score):
         return self.W(keys)  # (B, S, Dq)
 
     def score(self, query, prepared):
-        return torch.bmm(prepared, query[:, :, None]).squeeze(-1)  # (B, S)
+        return (prepared * query[:, None, :]).sum(dim=-1)  # a dot product with W k: (B, S)
 
 
 class ConcatScore(Score):

@@ -12,11 +12,21 @@ greedy decoding work for the attention decoders of later chapters:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from attnbook.attention import padding_mask
+from attnbook.attention import (
+    AdditiveScore,
+    ConcatScore,
+    DotScore,
+    GeneralScore,
+    Score,
+    local_attention_weights,
+    masked_softmax,
+    padding_mask,
+)
 
 
 @dataclass
@@ -132,6 +142,7 @@ class Seq2Seq(nn.Module):
 
     def forward(self, src, src_lengths, tgt_in):
         """Logits (B, T, V) for every target position, reading the true previous tokens."""
+        check_token_batch("src", src, src_lengths)
         check_token_batch("tgt_in", tgt_in)
         if tgt_in.shape[0] != src.shape[0]:
             raise ValueError(f"src has batch size {src.shape[0]} (shape {tuple(src.shape)}) but "
@@ -173,3 +184,165 @@ def bottleneck_model(src_vocab_size: int, tgt_vocab_size: int, embed_dim: int = 
     encoder = Encoder(src_vocab_size, embed_dim, hidden_dim)
     decoder = ContextDecoder(tgt_vocab_size, embed_dim, hidden_dim, encoder.output_dim)
     return Seq2Seq(encoder, decoder)
+
+
+# Part I, chapters 2 and 3: decoders that attend to every encoder output.
+
+
+class AttentionState(NamedTuple):
+    """What an attention decoder carries from one step to the next."""
+
+    hidden: torch.Tensor              # (B, H) the decoder GRU's state
+    keys: torch.Tensor                # (B, S, ...) the score's key part, computed once per input
+    feed: torch.Tensor | None = None  # (B, H) Luong's input feeding: the last attentional vector
+    t: int = 0                        # the output position being written
+
+
+def attend(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The context vector: the weighted sum of the values. (B, S), (B, S, D) -> (B, D)."""
+    return torch.bmm(weights.unsqueeze(1), values).squeeze(1)
+
+
+class BahdanauDecoder(Decoder):
+    """Bahdanau et al. (2014): before writing each character, the decoder scores every
+    encoder output against its previous state, and reads their weighted mean (the
+    context) together with the previous character."""
+
+    def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, context_dim: int,
+                 score: Score):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.bridge = nn.Linear(context_dim, hidden_dim)
+        self.score = score  # query: the decoder state (hidden_dim); keys: encoder outputs (context_dim)
+        self.cell = nn.GRUCell(embed_dim + context_dim, hidden_dim)
+        self.out = nn.Linear(hidden_dim + context_dim + embed_dim, vocab_size)
+
+    def init_state(self, memory: EncoderOutput) -> AttentionState:
+        hidden = torch.tanh(self.bridge(memory.final))  # (B, H)
+        return AttentionState(hidden, self.score.prepare_keys(memory.outputs))
+
+    def step(self, prev_tokens, state, memory):
+        scores = self.score(state.hidden, memory.outputs, memory.mask, prepared=state.keys)  # (B, S)
+        weights = masked_softmax(scores)  # (B, S), zero at padding
+        context = attend(weights, memory.outputs)  # (B, H_enc)
+        embedded = self.embed(prev_tokens)  # (B, E)
+        hidden = self.cell(torch.cat([embedded, context], dim=-1), state.hidden)
+        logits = self.out(torch.cat([hidden, context, embedded], dim=-1))  # (B, V)
+        return logits, state._replace(hidden=hidden, t=state.t + 1), weights
+
+
+class LocalWindow(nn.Module):
+    """Luong et al.'s local attention: only the 2D + 1 source positions around a centre
+    p_t take part. Local-m: p_t = t. Local-p: p_t = (L - 1) sigmoid(v . tanh(W h_t)), with
+    L the input's length, and the weights are multiplied by a Gaussian of width D / 2."""
+
+    def __init__(self, kind: str, half_width: int, hidden_dim: int, position_dim: int = 64):
+        super().__init__()
+        if kind not in ("m", "p"):
+            raise ValueError(f"kind must be 'm' (monotonic) or 'p' (predictive), got {kind!r}")
+        self.kind, self.half_width = kind, half_width
+        if kind == "p":
+            self.W_p = nn.Linear(hidden_dim, position_dim)
+            self.v_p = nn.Linear(position_dim, 1, bias=False)
+
+    def centers(self, hidden: torch.Tensor, t: int, lengths: torch.Tensor) -> torch.Tensor:
+        """The window's centre p_t for every sequence: (B,)."""
+        if self.kind == "m":
+            return torch.full_like(lengths, t, dtype=hidden.dtype)
+        where = torch.sigmoid(self.v_p(torch.tanh(self.W_p(hidden)))).squeeze(-1)  # (B,) in (0, 1)
+        return (lengths - 1) * where
+
+    def forward(self, scores, hidden, t, mask):
+        """Scores (B, S) -> attention weights (B, S), zero outside the window."""
+        centers = self.centers(hidden, t, mask.sum(dim=-1))  # (B,)
+        return local_attention_weights(scores, centers, mask, self.half_width, self.kind == "p")
+
+
+class LuongDecoder(Decoder):
+    """Luong et al. (2015): the GRU steps first, and its new state is the query. The
+    context and the state are combined into an attentional vector that predicts the
+    character and, with input feeding, is fed into the next step."""
+
+    def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, context_dim: int,
+                 score: Score, window: LocalWindow | None = None, input_feeding: bool = True):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.bridge = nn.Linear(context_dim, hidden_dim)
+        self.input_feeding = input_feeding
+        self.cell = nn.GRUCell(embed_dim + (hidden_dim if input_feeding else 0), hidden_dim)
+        self.score, self.window = score, window  # window None: global attention
+        self.combine = nn.Linear(context_dim + hidden_dim, hidden_dim)
+        self.out = nn.Linear(hidden_dim, vocab_size)
+
+    def init_state(self, memory: EncoderOutput) -> AttentionState:
+        hidden = torch.tanh(self.bridge(memory.final))  # (B, H)
+        feed = torch.zeros_like(hidden) if self.input_feeding else None
+        return AttentionState(hidden, self.score.prepare_keys(memory.outputs), feed)
+
+    def step(self, prev_tokens, state, memory):
+        x = self.embed(prev_tokens)  # (B, E)
+        if self.input_feeding:
+            x = torch.cat([x, state.feed], dim=-1)
+        hidden = self.cell(x, state.hidden)  # (B, H)
+        scores = self.score(hidden, memory.outputs, memory.mask, prepared=state.keys)  # (B, S)
+        if self.window is None:
+            weights = masked_softmax(scores)
+        else:
+            weights = self.window(scores, hidden, state.t, memory.mask)
+        context = attend(weights, memory.outputs)  # (B, H_enc)
+        attentional = torch.tanh(self.combine(torch.cat([context, hidden], dim=-1)))  # (B, H)
+        logits = self.out(attentional)  # (B, V)
+        feed = attentional if self.input_feeding else None
+        return logits, AttentionState(hidden, state.keys, feed, state.t + 1), weights
+
+
+def bahdanau_model(src_vocab_size: int, tgt_vocab_size: int, embed_dim: int = 32,
+                   hidden_dim: int = 128, attn_dim: int = 64) -> Seq2Seq:
+    """Chapter 2's model: a bidirectional GRU encoder (hidden_dim // 2 per direction, so
+    its outputs have hidden_dim features) and a decoder with additive attention."""
+    encoder = Encoder(src_vocab_size, embed_dim, hidden_dim // 2, bidirectional=True)
+    score = AdditiveScore(hidden_dim, encoder.output_dim, attn_dim)
+    decoder = BahdanauDecoder(tgt_vocab_size, embed_dim, hidden_dim, encoder.output_dim, score)
+    return Seq2Seq(encoder, decoder)
+
+
+SCORES = {"dot": DotScore, "general": GeneralScore, "concat": ConcatScore, "additive": AdditiveScore}
+
+
+def make_score(name: str, query_dim: int, key_dim: int, attn_dim: int = 64) -> Score:
+    """One of Part I's score functions by name: 'dot', 'general', 'concat' or 'additive'."""
+    if name not in SCORES:
+        raise ValueError(f"score must be one of {sorted(SCORES)}, got {name!r}")
+    if name in ("dot", "general"):
+        return SCORES[name](query_dim, key_dim)
+    return SCORES[name](query_dim, key_dim, attn_dim)
+
+
+def luong_model(src_vocab_size: int, tgt_vocab_size: int, score: str = "general",
+                local: str | None = None, half_width: int = 8, input_feeding: bool = True,
+                embed_dim: int = 32, hidden_dim: int = 128, attn_dim: int = 64) -> Seq2Seq:
+    """Chapter 3's model: chapter 2's encoder and a Luong decoder with the named score,
+    global attention (local=None) or local attention (local='m' or 'p')."""
+    encoder = Encoder(src_vocab_size, embed_dim, hidden_dim // 2, bidirectional=True)
+    window = None if local is None else LocalWindow(local, half_width, hidden_dim)
+    decoder = LuongDecoder(tgt_vocab_size, embed_dim, hidden_dim, encoder.output_dim,
+                           make_score(score, hidden_dim, encoder.output_dim, attn_dim),
+                           window, input_feeding)
+    return Seq2Seq(encoder, decoder)
+
+
+def translate(model: Seq2Seq, text: str, src_vocab, tgt_vocab, max_len: int = 64):
+    """Greedy-decode one input string; return the output string and its alignment,
+    a (len(output) + 1, len(text)) tensor of attention weights (the last row: <eos>),
+    or None for a decoder without attention."""
+    if not text:
+        raise ValueError("text must have at least one character")
+    device = next(model.parameters()).device
+    src = torch.tensor([src_vocab.encode(text)], device=device)  # (1, S)
+    model.eval()
+    with torch.no_grad():
+        tokens, weights = greedy_decode(model, src, torch.tensor([len(text)], device=device), max_len)
+    output = tgt_vocab.decode(tokens[0])
+    if weights is None:
+        return output, None
+    return output, weights[0, :len(output) + 1].cpu()

@@ -112,6 +112,7 @@ def plot_alignment(weights, source: str, output: str, ax=None, title: str = ""):
     ax.set_yticks(range(len(output)), list(output), fontsize=8, fontfamily="monospace")
     ax.tick_params(length=0)
     ax.xaxis.tick_top()
+    ax.xaxis.set_label_position("top")
     ax.set_xlabel("source character", fontsize=9)
     ax.set_ylabel("output character", fontsize=9)
     if title:
@@ -147,3 +148,53 @@ def alignment_explorer(model, src_vocab, tgt_vocab, text: str = "Sat 5 Jun 1999"
     box.observe(redraw, names="value")
     redraw()
     return widgets.VBox([box, shown])
+
+
+def plot_position_table(table, ax=None, title: str = "", cmap: str = "RdBu"):
+    """A (positions, dimensions) table of position vectors as an image, positions down."""
+    ax = _axes(ax)
+    table = np.asarray(table)
+    image = ax.imshow(table, aspect="auto", cmap=cmap, vmin=-np.abs(table).max(), vmax=np.abs(table).max(),
+                      interpolation="nearest")
+    ax.figure.colorbar(image, ax=ax)
+    ax.set(xlabel="dimension", ylabel="position", title=title)
+    return ax
+
+
+def plot_extrapolation(results: dict[str, dict[int, float | None]], train_length: int, ax=None,
+                       ylabel: str = "accuracy (%)", title: str = ""):
+    """One line per encoding: accuracy at each test length; None marks "cannot run"."""
+    ax = _axes(ax)
+    for i, (name, by_length) in enumerate(results.items()):
+        lengths = [n for n, a in by_length.items() if a is not None]
+        ax.plot(lengths, [100 * by_length[n] for n in lengths], marker="o", color=f"C{i}", label=name)
+        missing = [n for n, a in by_length.items() if a is None]
+        if missing:
+            ax.plot(missing, [0] * len(missing), marker="x", linestyle="none", color=f"C{i}",
+                    markersize=9, label=f"{name}: cannot run")
+    ax.axvline(train_length, color="gray", linestyle=":", label="training length")
+    ax.set(xscale="log", xlabel="test sequence length", ylabel=ylabel, ylim=(-5, 105), title=title)
+    lengths = sorted({n for by_length in results.values() for n in by_length})
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.minorticks_off()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_head_weights(weights, tokens=None, axes=None, titles=None):
+    """Attention weights of each head, (H, Lq, Lk), side by side; queries down, keys across."""
+    weights = np.asarray(weights)
+    n_heads = weights.shape[0]
+    if axes is None:
+        _, axes = plt.subplots(1, n_heads, figsize=(3.2 * n_heads, 3.2), layout="constrained",
+                               squeeze=False)
+        axes = axes[0]
+    for h, ax in enumerate(axes):
+        ax.imshow(weights[h], cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        ax.set(xlabel="key position", ylabel="query position" if h == 0 else None,
+               title=titles[h] if titles else f"head {h}")
+        if tokens is not None:
+            ax.set_xticks(range(len(tokens)), tokens, fontsize="x-small")
+            ax.set_yticks(range(len(tokens)), tokens, fontsize="x-small")
+    return axes
