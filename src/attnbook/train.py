@@ -55,7 +55,8 @@ def train_seq2seq(model: nn.Module, train: list[Example], src_vocab: Vocab, tgt_
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = History()
     steps_per_epoch = -(-len(train) // batch_size)
-    bar = tqdm(total=epochs * steps_per_epoch, disable=not progress, desc="training")
+    # Redraw at most twice a second: in Jupyter each redraw is a message to the front end.
+    bar = tqdm(total=epochs * steps_per_epoch, disable=not progress, desc="training", mininterval=0.5)
     start = time.perf_counter()
     for epoch in range(epochs):
         model.train()
@@ -70,7 +71,7 @@ def train_seq2seq(model: nn.Module, train: list[Example], src_vocab: Vocab, tgt_
             optimizer.step()
             history.step_losses.append(loss.item())
             bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if valid is not None:
             predictions = predict(model, valid, src_vocab, tgt_vocab)
             history.epoch_valid_exact.append(exact_match(predictions, [e.target for e in valid]))
