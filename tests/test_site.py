@@ -75,7 +75,7 @@ def test_chapter_1_shows_its_figures_and_typeset_math(browser, server):
     visit = Visit(browser, server, "chapters/01_bottleneck.html")
     page = visit.page
     assert "1. The bottleneck" in page.inner_text("h1")
-    page.wait_for_selector("mjx-container", timeout=20_000)
+    page.wait_for_selector("mjx-container", state="attached", timeout=20_000)
     assert page.locator("mjx-container").count() >= 3
     assert "\\operatorname" not in page.inner_text("main")  # no raw LaTeX left over
     images = page.locator("main img")
@@ -90,7 +90,7 @@ def test_chapter_1_shows_its_figures_and_typeset_math(browser, server):
 
 def test_math_is_served_by_the_site_itself(browser, server):
     visit = Visit(browser, server, "chapters/notation.html")
-    visit.page.wait_for_selector("mjx-container", timeout=20_000)
+    visit.page.wait_for_selector("mjx-container", state="attached", timeout=20_000)
     sources = visit.page.eval_on_selector_all("script[src]", "s => s.map(x => x.src)")
     mathjax = [s for s in sources if "mathjax" in s.lower()]
     assert mathjax and all(s.startswith(server) for s in mathjax), mathjax
@@ -127,4 +127,22 @@ def test_welcome_and_syllabus_pages_render(browser, server):
     visit = Visit(browser, server, "index.html")
     assert "Attention, from alignment to kernels" in visit.page.inner_text("h1")
     visit.screenshot("welcome")
+    visit.assert_clean()
+
+
+def toc_pages():
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [entry["file"] for part in toc["parts"] for entry in part["chapters"]]
+
+
+@pytest.mark.parametrize("page", toc_pages())
+def test_every_page_loads_cleanly_offline(browser, server, page):
+    visit = Visit(browser, server, f"{page}.html")
+    assert visit.page.locator("article h1").count() >= 1
+    widths = visit.page.eval_on_selector_all("main img", "imgs => imgs.map(i => i.naturalWidth)")
+    assert all(w > 0 for w in widths), f"{page}: an image did not load"
+    if visit.page.locator("main .math").count():
+        visit.page.wait_for_selector("mjx-container", state="attached", timeout=20_000)
     visit.assert_clean()
