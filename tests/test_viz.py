@@ -11,3 +11,12 @@ def test_plots_draw_what_they_are_given():
     ax = plot_accuracy_by_length({"a": {"0-19": 0.9, "20-39": 0.5}, "b": {"0-19": 1.0}})
     assert [list(line.get_ydata()) for line in ax.lines] == [[90.0, 50.0], [100.0]]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+
+
+def test_extrapolation_plot_labels_lengths_a_model_cannot_run():
+    from attnbook.viz import plot_extrapolation
+
+    ax = plot_extrapolation({"alibi": {32: 0.99, 64: 0.98}, "learned": {32: 1.0, 64: None}}, 32)
+    learned = [line for line in ax.lines if line.get_label() == "learned"][0]
+    assert list(learned.get_xdata()) == [32] and list(learned.get_ydata()) == [100.0]
+    assert [t.get_text() for t in ax.texts] == ["learned:\ncannot run"]

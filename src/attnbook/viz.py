@@ -168,10 +168,10 @@ def plot_extrapolation(results: dict[str, dict[int, float | None]], train_length
     for i, (name, by_length) in enumerate(results.items()):
         lengths = [n for n, a in by_length.items() if a is not None]
         ax.plot(lengths, [100 * by_length[n] for n in lengths], marker="o", color=f"C{i}", label=name)
-        missing = [n for n, a in by_length.items() if a is None]
-        if missing:
-            ax.plot(missing, [0] * len(missing), marker="x", linestyle="none", color=f"C{i}",
-                    markersize=9, label=f"{name}: cannot run")
+        for n in [n for n, a in by_length.items() if a is None]:
+            # Not a 0% point: the model cannot be applied at this length at all.
+            ax.annotate(f"{name}:\ncannot run", (n, 8), color=f"C{i}", ha="center",
+                        fontsize="small")
     ax.axvline(train_length, color="gray", linestyle=":", label="training length")
     ax.set(xscale="log", xlabel="test sequence length", ylabel=ylabel, ylim=(-5, 105), title=title)
     lengths = sorted({n for by_length in results.values() for n in by_length})
