@@ -3,7 +3,7 @@
 #   make test   run every test: lint, unit tests, notebooks, site build, browser
 # and, for students, `make lab` to open JupyterLab.
 
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 # The CPU build of PyTorch. GPU users: see README.md ("A GPU").
@@ -20,7 +20,7 @@ book: $(STAMP)
 	@echo "    file://$(CURDIR)/_build/html/index.html"
 
 $(STAMP): requirements.lock pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: '$(PYTHON)' was not found (set PYTHON=...)"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed: neither python3.11 nor python3 was found (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# Try the configured package sources first, then PyTorch's own CPU index.
