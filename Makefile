@@ -22,7 +22,6 @@ book: $(STAMP)
 $(STAMP): requirements.lock pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed: neither python3.11 nor python3 was found (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	# Try the configured package sources first, then PyTorch's own CPU index.
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)" \
 	  || $(BIN)/pip install --quiet "$(TORCH_SPEC)" --index-url $(TORCH_CPU_INDEX)
