@@ -91,3 +91,11 @@ def test_chapter_1_checks_pass_the_reference_and_fail_wrong_answers():
     with pytest.raises(CheckFailed, match="Exercise 1.4"):
         check_accuracy_by_length(lambda examples, predictions, edges: accuracy_by_length(
             examples, predictions, [0, 30, 60, 90]))
+
+
+def test_verdict_names_a_wrong_dtype_and_the_wrong_item():
+    expected = torch.zeros(2, dtype=torch.float32)
+    assert verdict(expected.double(), expected) == "wrong dtype: expected torch.float32, got torch.float64"
+    output, weights = torch.zeros(2), torch.ones(2)
+    problem = verdict((output, weights * 2), (output, weights), item_names=("output", "weights"))
+    assert problem.startswith("the weights (item 1): 2 of 2 values are wrong")

@@ -88,13 +88,17 @@ def _masked_problem(generator: torch.Generator):
 def check_masked_attention(student_fn) -> None:
     """Exercise 4.4: scaled dot-product attention with a boolean mask, returning (output, weights)."""
     compare_with_reference(student_fn, scaled_dot_product_attention, _masked_problem,
-                           name="Exercise 4.4 (masked_attention)", atol=1e-8, rtol=1e-6)
+                           name="Exercise 4.4 (masked_attention)", atol=1e-8, rtol=1e-6,
+                           item_names=("output", "weights"))
 
 
 def _large_logits(generator: torch.Generator):
     rows, cols = _size(generator, 1, 4), _size(generator, 2, 6)
-    logits = torch.randn(rows, cols, generator=generator) * 1000  # exp() of these overflows
-    temperature = float(torch.rand(1, generator=generator)) * 3 + 0.1
+    # A huge offset per row makes a naive exp() overflow; the small spread within a row
+    # keeps the answer far from one-hot, so a wrong temperature is caught too.
+    offset = 1000 * torch.randn(rows, 1, generator=generator)
+    logits = offset + 3 * torch.randn(rows, cols, generator=generator)
+    temperature = float(torch.rand(1, generator=generator)) * 2.5 + 0.5
     return logits, temperature
 
 

@@ -34,7 +34,8 @@ def reference_cross_attention(x, memory, w_q, w_k, w_v):
 def check_cross_attention(student_fn) -> None:
     """Exercise 5.1: queries from x, keys and values from memory."""
     compare_with_reference(student_fn, reference_cross_attention, _cross_problem,
-                           name="Exercise 5.1 (cross_attention)", atol=1e-8, rtol=1e-6)
+                           name="Exercise 5.1 (cross_attention)", atol=1e-8, rtol=1e-6,
+                           item_names=("output", "weights"))
 
 
 def _self_problem(generator: torch.Generator):
@@ -52,7 +53,8 @@ def reference_causal_self_attention(x, w_q, w_k, w_v):
 def check_causal_self_attention(student_fn) -> None:
     """Exercise 5.2: self-attention in which position i sees positions j <= i only."""
     compare_with_reference(student_fn, reference_causal_self_attention, _self_problem,
-                           name="Exercise 5.2 (causal_self_attention)", atol=1e-8, rtol=1e-6)
+                           name="Exercise 5.2 (causal_self_attention)", atol=1e-8, rtol=1e-6,
+                           item_names=("output", "weights"))
 
 
 def _permutation(generator: torch.Generator):

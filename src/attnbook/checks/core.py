@@ -43,11 +43,12 @@ def _first_mismatch(got: torch.Tensor, expected: torch.Tensor, atol: float, rtol
             f"{index}: expected {expected[index].item():.6g}, got {got[index].item():.6g}")
 
 
-def verdict(got, expected, atol: float = 1e-5, rtol: float = 1e-4) -> str | None:
+def verdict(got, expected, atol: float = 1e-5, rtol: float = 1e-4,
+            item_names: tuple[str, ...] | None = None) -> str | None:
     """None if `got` matches `expected`, else a sentence saying what is wrong.
 
-    Tensors are compared by shape, NaN and values; tuples and lists element by
-    element; anything else with ==.
+    Tensors are compared by shape, dtype, NaN and values; tuples and lists element
+    by element (`item_names` names the elements in the verdict); anything else with ==.
     """
     if isinstance(expected, (tuple, list)):
         if not isinstance(got, (tuple, list)) or len(got) != len(expected):
@@ -55,7 +56,8 @@ def verdict(got, expected, atol: float = 1e-5, rtol: float = 1e-4) -> str | None
         for i, (g, e) in enumerate(zip(got, expected)):
             problem = verdict(g, e, atol, rtol)
             if problem:
-                return f"item {i}: {problem}"
+                name = f"the {item_names[i]} (item {i})" if item_names else f"item {i}"
+                return f"{name}: {problem}"
         return None
     if torch.is_tensor(expected):
         if not torch.is_tensor(got):
@@ -65,7 +67,7 @@ def verdict(got, expected, atol: float = 1e-5, rtol: float = 1e-4) -> str | None
         if got.is_floating_point() and torch.isnan(got).any() and not torch.isnan(expected).any():
             first = tuple(torch.isnan(got).nonzero()[0].tolist())
             return f"the result contains NaN (first at index {first}); the reference has none"
-        if got.is_floating_point() != expected.is_floating_point():
+        if got.dtype != expected.dtype:
             return f"wrong dtype: expected {expected.dtype}, got {got.dtype}"
         got_cmp, expected_cmp = got.detach().double().cpu(), expected.detach().double().cpu()
         if not torch.allclose(got_cmp, expected_cmp, atol=atol, rtol=rtol, equal_nan=True):
@@ -85,11 +87,13 @@ def _short_exception(error: BaseException) -> str:
 def compare_with_reference(student: Callable, reference: Callable,
                            make_inputs: Callable[[torch.Generator], tuple], name: str,
                            trials: int = 5, seed: int = 1234,
-                           atol: float = 1e-5, rtol: float = 1e-4) -> None:
+                           atol: float = 1e-5, rtol: float = 1e-4,
+                           item_names: tuple[str, ...] | None = None) -> None:
     """Run `student` and `reference` on `trials` fresh inputs from `make_inputs(generator)`.
 
     Prints one line if every result matches; otherwise raises CheckFailed saying
-    which input (its shapes) and what went wrong.
+    which input (its shapes) and what went wrong. For a function returning a tuple,
+    `item_names` (such as ("output", "weights")) says which item is wrong.
     """
     generator = torch.Generator().manual_seed(seed)
     for trial in range(trials):
@@ -104,7 +108,7 @@ def compare_with_reference(student: Callable, reference: Callable,
         except Exception as error:  # any crash becomes a verdict, not a traceback
             raise CheckFailed(f"{name}: on inputs ({shapes}), "
                               f"{_short_exception(error)}") from None
-        problem = verdict(got, expected, atol, rtol)
+        problem = verdict(got, expected, atol, rtol, item_names)
         if problem:
             raise CheckFailed(f"{name}: on test {trial + 1} of {trials}, with inputs "
                               f"({shapes}): {problem}")
