@@ -110,9 +110,9 @@ class Decoder(nn.Module):
 
 
 class ContextDecoder(Decoder):
-    """The decoder of Cho et al. (2014) and Sutskever et al. (2014): the encoder's
-    final state starts the GRU and is fed again at every step. It is the only
-    thing the decoder knows about the input: the bottleneck."""
+    """The decoder of Cho et al. (2014): the encoder's final state starts the GRU
+    and is fed again at every step. It is the only thing the decoder knows about
+    the input: the bottleneck."""
 
     def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, context_dim: int):
         super().__init__()
