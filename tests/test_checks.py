@@ -88,6 +88,8 @@ def test_chapter_1_checks_pass_the_reference_and_fail_wrong_answers():
     with pytest.raises(CheckFailed, match="Exercise 1.3"):
         check_greedy_decode(lambda model, src, lengths, max_len: greedy_decode(
             model, src, lengths, max_len - 1)[0])
+    with pytest.raises(CheckFailed, match="Exercise 1.3"):
+        check_greedy_decode(stops_when_latest_tokens_are_all_eos)
     with pytest.raises(CheckFailed, match="Exercise 1.4"):
         check_accuracy_by_length(lambda examples, predictions, edges: accuracy_by_length(
             examples, predictions, [0, 30, 60, 90]))
@@ -99,3 +101,18 @@ def test_verdict_names_a_wrong_dtype_and_the_wrong_item():
     output, weights = torch.zeros(2), torch.ones(2)
     problem = verdict((output, weights * 2), (output, weights), item_names=("output", "weights"))
     assert problem.startswith("the weights (item 1): 2 of 2 values are wrong")
+
+
+def stops_when_latest_tokens_are_all_eos(model, src, src_lengths, max_len):
+    """A wrong greedy decoder: it stops only when every row writes <eos> at the same step."""
+    memory = model.encoder(src, src_lengths)
+    state = model.decoder.init_state(memory)
+    tokens = torch.full((src.shape[0],), model.bos_id)
+    produced = []
+    for _ in range(max_len):
+        logits, state, _ = model.decoder.step(tokens, state, memory)
+        tokens = logits.argmax(dim=-1)
+        produced.append(tokens)
+        if (tokens == model.eos_id).all():
+            break
+    return torch.stack(produced, dim=1)

@@ -45,18 +45,27 @@ def check_sequence_loss(student_fn) -> None:
                            name="Exercise 1.2 (sequence_loss)")
 
 
-def _model_and_batch(generator: torch.Generator):
-    seed = int(torch.randint(0, 10_000, (1,), generator=generator))
+# Models whose rows write <eos> at different steps, all before max_len (found by trying
+# seeds with an <eos> bias of 0.3): row b must keep decoding after it has finished until
+# every row has, so "stop once every row's *latest* token is <eos>" gives other lengths.
+STAGGERED_SEEDS = (7, 9, 55)
+
+
+def _small_model_and_batch(seed: int, eos_bias: float):
     src_vocab, tgt_vocab = date_vocabs()
     torch.manual_seed(seed)
     model = bottleneck_model(len(src_vocab), len(tgt_vocab), embed_dim=8, hidden_dim=16).eval()
     with torch.no_grad():  # make <eos> likely, so that some rows finish before others
-        model.decoder.out.bias[tgt_vocab.eos_id] += float(torch.empty(1).uniform_(0.0, 0.6,
-                                                                                   generator=generator))
+        model.decoder.out.bias[tgt_vocab.eos_id] += eos_bias
     rng = random.Random(seed)
     batch = make_batch([random_example(rng, rng.randint(1, 2)) for _ in range(4)],
                        src_vocab, tgt_vocab)
     return model, batch.src, batch.src_lengths, 12
+
+
+def _model_and_batch(generator: torch.Generator):
+    seed = int(torch.randint(0, 10_000, (1,), generator=generator))
+    return _small_model_and_batch(seed, float(torch.empty(1).uniform_(0.0, 0.6, generator=generator)))
 
 
 def _reference_tokens(model, src, src_lengths, max_len):
@@ -76,11 +85,20 @@ def _student_tokens(student_fn):
 def check_greedy_decode(student_fn) -> None:
     """Exercise 1.3: greedy decoding with a (randomly initialised) model.
 
-    The models are biased towards <eos> by random amounts, so some decodings stop
-    early (every row has finished) and others run until `max_len`.
+    The models are biased towards <eos>, so some decodings stop early (every row
+    has finished), some after rows finished at different steps, and others run
+    until `max_len`. The staggered cases come first.
     """
-    compare_with_reference(_student_tokens(student_fn), _reference_tokens, _model_and_batch,
-                           name="Exercise 1.3 (greedy_decode)", trials=6)
+    staggered = iter(STAGGERED_SEEDS)
+
+    def make_inputs(generator):
+        seed = next(staggered, None)
+        if seed is not None:
+            return _small_model_and_batch(seed, eos_bias=0.3)
+        return _model_and_batch(generator)
+
+    compare_with_reference(_student_tokens(student_fn), _reference_tokens, make_inputs,
+                           name="Exercise 1.3 (greedy_decode)", trials=len(STAGGERED_SEEDS) + 6)
 
 
 def _examples_and_predictions(generator: torch.Generator):

@@ -6,7 +6,7 @@ import random
 
 import torch
 
-from attnbook.attention import AdditiveScore, masked_softmax
+from attnbook.attention import AdditiveScore, masked_softmax, padding_mask
 from attnbook.checks.core import CheckFailed, check_answer, compare_with_reference
 from attnbook.data import date_vocabs, make_batch, random_example
 from attnbook.seq2seq import attend, bahdanau_model
@@ -50,7 +50,7 @@ def _scores_and_mask(generator: torch.Generator):
     # Rows offset by hundreds: exp() overflows unless the row maximum is subtracted first.
     scores = torch.randn(B, S, generator=generator) * 5 + 100 * torch.randn(B, 1, generator=generator)
     lengths = torch.randint(1, S + 1, (B,), generator=generator)
-    mask = torch.arange(S)[None, :] < lengths[:, None]  # padding at the end of each row
+    mask = padding_mask(lengths, S)  # padding at the end of each row
     mask[-1] = False  # a row with nothing to attend to
     return scores, mask
 
