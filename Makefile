@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0+cpu
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: book student-book test lab lint unit notebooks site browser exercises lock clean browser-deps
+.PHONY: book student-book test lab lint unit notebooks site browser exercises seeds lock clean browser-deps
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going --path-output . -q
@@ -65,6 +65,12 @@ browser-deps:
 	    [ -n "$$CHROMIUM" ] || exit 1; \
 	  fi; \
 	fi
+
+# Re-run every notebook that trains under seeds 0-5 and write chapters/results/seeds.{json,md}.
+# NB="chapters/03_multiplicative_attention.ipynb" SEEDS="0 1 2" narrows it.
+SEEDS ?= 0 1 2 3 4 5
+seeds: $(STAMP)
+	$(BIN)/python -m tools.seeds $(NB) --seeds $(SEEDS)
 
 lock:
 	$(BIN)/pip freeze --exclude-editable | grep -v '^torch==' > requirements.lock.new

@@ -1,6 +1,7 @@
 """attnbook: the code behind 'Attention, from alignment to kernels'.
 
 Modules, each importing only those above it:
+    seeds                      ATTNBOOK_SEED, and the metrics `make seeds` collects
     data                       the running task, vocabularies, batches
     attention                  scores, masked softmax, scaled dot-product attention, masks
     positional, multihead      position encodings and multi-head attention

@@ -12,13 +12,21 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from attnbook.data import Example, Vocab, batches
+from attnbook.seeds import seeded
 
 
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch so a notebook gives the same numbers every run."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def set_seed(seed: int = 0) -> int:
+    """Seed Python, NumPy and PyTorch so a notebook gives the same numbers every run.
+
+    The seed is shifted by the environment variable ATTNBOOK_SEED when it is set,
+    so `make seeds` can re-run a notebook under other seeds without editing it.
+    Returns the seed actually used.
+    """
+    used = seeded(seed)
+    random.seed(used)
+    np.random.seed(used)
+    torch.manual_seed(used)
+    return used
 
 
 def pick_device() -> torch.device:
@@ -61,7 +69,7 @@ def train_seq2seq(model: nn.Module, train: list[Example], src_vocab: Vocab, tgt_
     for epoch in range(epochs):
         model.train()
         for batch in batches(train, src_vocab, tgt_vocab, batch_size, shuffle=True,
-                             seed=seed + epoch):
+                             seed=seeded(seed) + epoch):
             batch = batch.to(device)
             logits = model(batch.src, batch.src_lengths, batch.tgt_in)
             loss = sequence_loss(logits, batch.tgt_out, tgt_vocab.pad_id)
