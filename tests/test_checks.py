@@ -116,3 +116,54 @@ def stops_when_latest_tokens_are_all_eos(model, src, src_lengths, max_len):
         if (tokens == model.eos_id).all():
             break
     return torch.stack(produced, dim=1)
+
+
+def test_a_failed_check_renders_as_its_one_line_verdict():
+    failure = CheckFailed("Exercise 9.9 (thing): wrong shape")
+    assert failure._render_traceback_() == ["❌ Exercise 9.9 (thing): wrong shape"]
+
+
+def test_an_answer_that_changes_its_input_in_place_is_named():
+    def doubles_in_place(x):
+        return x.mul_(2)
+
+    with pytest.raises(CheckFailed, match="changed its `x` in place"):
+        compare_with_reference(doubles_in_place, lambda x: x * 2, make_pair, name="double",
+                               arg_names=("x",))
+
+
+def test_python_numbers_are_compared_by_type_and_with_a_tolerance():
+    assert verdict(1 - 1 / 3, 2 / 3) is None
+    assert "expected an int" in verdict(torch.tensor(3), 3)
+    assert "expected an int" in verdict(3.0, 3)
+    assert "expected a bool" in verdict(1, True)
+    with pytest.raises(CheckFailed, match="must be a whole number"):
+        check_answer(torch.tensor(12), 12, name="count")
+    check_answer(1 - 1 / 3, 2 / 3, name="fraction")
+
+
+def test_a_crash_points_at_the_students_line_not_the_library():
+    def student(x):
+        return torch.cat([x, x[:, :1].T], dim=0)  # the student's bug: shapes do not fit
+
+    with pytest.raises(CheckFailed) as failure:
+        compare_with_reference(student, lambda x: x, make_pair, name="cat")
+    assert "torch.cat([x, x[:, :1].T], dim=0)" in str(failure.value)
+
+
+def test_gradients_are_compared_and_a_crash_in_backward_is_a_verdict():
+    from attnbook.checks.core import compare_gradients
+
+    x = torch.randn(3, 4)
+    compare_gradients(lambda t: t.softmax(-1), lambda t: t.softmax(-1), (x,), (0,), "softmax", "case")
+    with pytest.raises(CheckFailed, match="gradient with respect to argument 1 is wrong"):
+        compare_gradients(lambda t: t.softmax(0), lambda t: t.softmax(-1), (x,), (0,), "softmax", "c")
+    with pytest.raises(CheckFailed, match="does not depend on the inputs through autograd"):
+        compare_gradients(lambda t: t.detach().softmax(-1), lambda t: t.softmax(-1), (x,), (0,),
+                          "softmax", "c")
+
+    def nan_gradient(t):
+        return torch.sqrt(t - t.detach())  # value 0, gradient inf
+
+    with pytest.raises(CheckFailed, match="contains NaN or inf"):
+        compare_gradients(nan_gradient, lambda t: t * 0, (x,), (0,), "sqrt", "c")

@@ -9,14 +9,27 @@ visibly; a right one prints a single line.
 
 from __future__ import annotations
 
+import numbers
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 
 class CheckFailed(AssertionError):
-    """The student's answer is not right yet; the message says why."""
+    """The student's answer is not right yet; the message says why.
+
+    In Jupyter (and so on the website, which shows the stored outputs) it renders
+    as its one-line verdict, not as a traceback through the check's code.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"❌ {self}"]
+
+
+# Frames in these folders are the library's or the check's, never the student's.
+_LIBRARY_FOLDERS = (str(Path(torch.__file__).resolve().parent), str(Path(__file__).resolve().parent.parent))
 
 
 def _describe(value) -> str:
@@ -73,41 +86,115 @@ def verdict(got, expected, atol: float = 1e-5, rtol: float = 1e-4,
         if not torch.allclose(got_cmp, expected_cmp, atol=atol, rtol=rtol, equal_nan=True):
             return _first_mismatch(got_cmp, expected_cmp, atol, rtol)
         return None
+    return _verdict_scalar(got, expected, atol, rtol)
+
+
+def _verdict_scalar(got, expected, atol: float, rtol: float) -> str | None:
+    """Python numbers by type and value: an int must be an int (not a 0-d tensor), a
+    float is compared with a tolerance (1 - 1/3 equals 2/3), anything else with ==."""
+    if isinstance(expected, bool):
+        if not isinstance(got, bool):
+            return f"expected a bool ({expected!r}), got {_describe(got)}"
+    elif isinstance(expected, numbers.Integral):
+        if isinstance(got, bool) or not isinstance(got, numbers.Integral):
+            return f"expected an int ({expected!r}), got {_describe(got)} ({got!r})"
+    elif isinstance(expected, numbers.Real):
+        if isinstance(got, bool) or not isinstance(got, numbers.Real):
+            return f"expected a number ({expected!r}), got {_describe(got)}"
+        if abs(got - expected) > atol + rtol * abs(expected):
+            return f"expected {expected!r}, got {got!r}"
+        return None
     if got != expected:
         return f"expected {expected!r}, got {got!r}"
     return None
 
 
+def _student_frame(error: BaseException) -> traceback.FrameSummary:
+    """The deepest frame of the traceback that is the student's code (not PyTorch's, not ours)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    for frame in reversed(frames):
+        if not str(Path(frame.filename).resolve()).startswith(_LIBRARY_FOLDERS):
+            return frame
+    return frames[-1]
+
+
 def _short_exception(error: BaseException) -> str:
-    frame = traceback.extract_tb(error.__traceback__)[-1]
-    return (f"your function raised {type(error).__name__}: {error} "
-            f"(line {frame.lineno}: {frame.line!r})")
+    frame = _student_frame(error)
+    message = " ".join(str(error).split())
+    return (f"your function raised {type(error).__name__}: {message} "
+            f"(line {frame.lineno}: {(frame.line or '').strip()!r})")
+
+
+def call_student(student: Callable, inputs: tuple, name: str, case: str = ""):
+    """Call `student(*inputs)`; a stub or any crash becomes a one-line CheckFailed.
+
+    `case` says which input it was ("on inputs (shape (2, 3))"), for the verdict.
+    """
+    try:
+        return student(*inputs)
+    except NotImplementedError:
+        raise CheckFailed(f"{name}: not implemented yet (replace the "
+                          "`raise NotImplementedError` with your code)") from None
+    except CheckFailed:
+        raise
+    except Exception as error:  # any crash becomes a verdict, not a traceback
+        where = f"{case}, " if case else ""
+        raise CheckFailed(f"{name}: {where}{_short_exception(error)}") from None
+
+
+def _snapshot(value):
+    """A copy of the caller's arguments, to see afterwards whether the student changed them."""
+    if torch.is_tensor(value):
+        return value.detach().clone()
+    if isinstance(value, list):
+        return [_snapshot(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_snapshot(v) for v in value)
+    return value
+
+
+def _changed(before, after) -> bool:
+    if torch.is_tensor(before):
+        return before.shape != after.shape or not torch.equal(
+            torch.nan_to_num(before.detach()), torch.nan_to_num(after.detach()))
+    if isinstance(before, (list, tuple)):
+        return len(before) != len(after) or any(_changed(b, a) for b, a in zip(before, after))
+    return False
+
+
+def unchanged_inputs(before: tuple, inputs: tuple, name: str, case: str,
+                     arg_names: tuple[str, ...] | None = None) -> None:
+    """Raise CheckFailed if the student's function modified any of its arguments in place."""
+    for i, (b, a) in enumerate(zip(before, inputs)):
+        if _changed(b, a):
+            argument = f"`{arg_names[i]}`" if arg_names else f"argument {i + 1}"
+            raise CheckFailed(f"{name}: {case}, your function changed its {argument} in place; "
+                              "the caller's tensors must be left as they were (work on a copy)")
 
 
 def compare_with_reference(student: Callable, reference: Callable,
                            make_inputs: Callable[[torch.Generator], tuple], name: str,
                            trials: int = 5, seed: int = 1234,
                            atol: float = 1e-5, rtol: float = 1e-4,
-                           item_names: tuple[str, ...] | None = None) -> None:
+                           item_names: tuple[str, ...] | None = None,
+                           arg_names: tuple[str, ...] | None = None) -> None:
     """Run `student` and `reference` on `trials` fresh inputs from `make_inputs(generator)`.
 
     Prints one line if every result matches; otherwise raises CheckFailed saying
-    which input (its shapes) and what went wrong. For a function returning a tuple,
-    `item_names` (such as ("output", "weights")) says which item is wrong.
+    which input (its shapes) and what went wrong: an exception, an argument changed
+    in place, a wrong type, shape, dtype, NaN, or the first wrong value. Floats are
+    compared with `atol` + `rtol` * |expected|. For a function returning a tuple,
+    `item_names` (such as ("output", "weights")) says which item is wrong;
+    `arg_names` names the arguments in the verdict.
     """
     generator = torch.Generator().manual_seed(seed)
     for trial in range(trials):
         inputs = make_inputs(generator)
         shapes = ", ".join(_describe_input(x) for x in inputs)
-        expected = reference(*inputs)
-        try:
-            got = student(*inputs)
-        except NotImplementedError:
-            raise CheckFailed(f"{name}: not implemented yet (replace the "
-                              "`raise NotImplementedError` with your code)") from None
-        except Exception as error:  # any crash becomes a verdict, not a traceback
-            raise CheckFailed(f"{name}: on inputs ({shapes}), "
-                              f"{_short_exception(error)}") from None
+        expected = reference(*_snapshot(inputs))
+        before = _snapshot(inputs)
+        got = call_student(student, inputs, name, case=f"on inputs ({shapes})")
+        unchanged_inputs(before, inputs, name, f"on inputs ({shapes})", arg_names)
         problem = verdict(got, expected, atol, rtol, item_names)
         if problem:
             raise CheckFailed(f"{name}: on test {trial + 1} of {trials}, with inputs "
@@ -116,13 +203,69 @@ def compare_with_reference(student: Callable, reference: Callable,
 
 
 def check_answer(answer, expected, name: str, hint: str = "") -> None:
-    """A question with one right answer (a number, a word, an index)."""
+    """A question with one right answer (a number, a word, an index).
+
+    A float is right within a relative 1e-6; an int must be a Python int (or NumPy
+    integer), not a float or a 0-d tensor that happens to compare equal.
+    """
     if answer is ...:
         raise CheckFailed(f"{name}: replace the ... with your answer")
     if isinstance(expected, float):
-        right = isinstance(answer, (int, float)) and abs(answer - expected) <= 1e-6 * max(1, abs(expected))
+        right = (isinstance(answer, numbers.Real) and not isinstance(answer, bool)
+                 and abs(answer - expected) <= 1e-6 * max(1, abs(expected)))
+    elif isinstance(expected, numbers.Integral) and not isinstance(expected, bool):
+        if isinstance(answer, bool) or not isinstance(answer, numbers.Integral):
+            raise CheckFailed(f"{name}: the answer must be a whole number (an int), got "
+                              f"{_describe(answer)} ({answer!r})")
+        right = answer == expected
     else:
         right = answer == expected
     if not right:
         raise CheckFailed(f"{name}: {answer!r} is not right. {hint}".strip())
     print(f"✅ {name}: right.")
+
+
+def compare_gradients(student: Callable, reference: Callable, inputs: tuple, wrt: tuple[int, ...],
+                      name: str, case: str, atol: float = 1e-5, rtol: float = 1e-4,
+                      seed: int = 0) -> None:
+    """Compare the gradients of the student's function with the reference's.
+
+    Both are differentiated through a fixed random weighting of their first output,
+    with respect to the arguments at positions `wrt`. NaN or inf in the student's
+    gradient, a result that autograd cannot differentiate, wrong gradient values, or
+    a crash anywhere on the way each give a one-line verdict naming `case`.
+    """
+    def gradients(function, crash_is_student: bool):
+        leaves = [x.detach().clone().requires_grad_(i in wrt) if torch.is_tensor(x) else x
+                  for i, x in enumerate(inputs)]
+        if crash_is_student:
+            out = call_student(function, tuple(leaves), name, case)
+        else:
+            out = function(*leaves)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        if not torch.is_tensor(out) or not out.requires_grad:
+            raise CheckFailed(f"{name}: {case}, the result does not depend on the inputs through "
+                              "autograd (was .detach(), NumPy or .item() used?)")
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed),
+                              dtype=out.dtype)
+        try:
+            (out * weights).sum().backward()
+        except Exception as error:
+            if not crash_is_student:
+                raise
+            raise CheckFailed(f"{name}: {case}, the backward pass through your function raised "
+                              f"{type(error).__name__}: {' '.join(str(error).split())}") from None
+        return [leaves[i].grad if leaves[i].grad is not None else torch.zeros_like(leaves[i])
+                for i in wrt]
+
+    expected = gradients(reference, crash_is_student=False)
+    got = gradients(student, crash_is_student=True)
+    for i, g, e in zip(wrt, got, expected):
+        if not torch.isfinite(g).all():
+            first = tuple((~torch.isfinite(g)).nonzero()[0].tolist())
+            raise CheckFailed(f"{name}: {case}, the values are right but the gradient with respect "
+                              f"to argument {i + 1} contains NaN or inf (first at index {first})")
+        problem = verdict(g, e, atol, rtol)
+        if problem:
+            raise CheckFailed(f"{name}: {case}, the gradient with respect to argument {i + 1} is "
+                              f"wrong: {problem}")
