@@ -69,15 +69,16 @@ def _errors(notebook) -> list[str]:
     return failures
 
 
-def run_once(notebook: str, seed: int, threads: int) -> dict:
-    """Execute `notebook` once under ATTNBOOK_SEED=seed in a scratch folder; return what it measured."""
+def run_once(notebook: str, seed: int, threads: int, root: Path = ROOT) -> dict:
+    """Execute `notebook` (a path relative to `root`) once under ATTNBOOK_SEED=seed in a
+    scratch folder that holds a copy of chapters/results; return what it measured."""
     import nbformat
     from nbclient import NotebookClient
 
-    source = ROOT / notebook
+    source = root / notebook
     with tempfile.TemporaryDirectory(prefix="attnbook-seeds-") as scratch:
         scratch = Path(scratch)
-        shutil.copytree(RESULTS, scratch / "chapters" / "results")
+        shutil.copytree(root / "chapters" / "results", scratch / "chapters" / "results")
         folder = scratch / source.parent.name
         folder.mkdir(exist_ok=True)
         metrics_file = scratch / "metrics.jsonl"
