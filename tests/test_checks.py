@@ -78,7 +78,7 @@ def test_check_answer(capsys):
 def test_chapter_1_checks_pass_the_reference_and_fail_wrong_answers():
     check_last_real_state(last_real_state)
     check_sequence_loss(sequence_loss)
-    check_greedy_decode(greedy_decode)
+    check_greedy_decode(lambda *args: greedy_decode(*args)[0])
     check_accuracy_by_length(accuracy_by_length)
     with pytest.raises(CheckFailed, match="Exercise 1.1"):
         check_last_real_state(lambda outputs, lengths: outputs[:, -1])
@@ -167,3 +167,15 @@ def test_gradients_are_compared_and_a_crash_in_backward_is_a_verdict():
 
     with pytest.raises(CheckFailed, match="contains NaN or inf"):
         compare_gradients(nan_gradient, lambda t: t * 0, (x,), (0,), "sqrt", "c")
+
+
+def test_named_tuples_reach_the_reference_as_named_tuples():
+    from typing import NamedTuple
+
+    class State(NamedTuple):
+        hidden: torch.Tensor
+
+    def make_state(generator):
+        return (State(torch.randn(2, 3, generator=generator)),)
+
+    compare_with_reference(lambda s: s.hidden * 2, lambda s: s.hidden + s.hidden, make_state, name="state")

@@ -149,7 +149,8 @@ def _snapshot(value):
     if isinstance(value, list):
         return [_snapshot(v) for v in value]
     if isinstance(value, tuple):
-        return tuple(_snapshot(v) for v in value)
+        copies = tuple(_snapshot(v) for v in value)
+        return type(value)(*copies) if hasattr(value, "_fields") else copies  # keep NamedTuples
     return value
 
 
