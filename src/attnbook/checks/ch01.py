@@ -1,71 +1,169 @@
-"""Checks for the exercises of chapter 1, "The bottleneck"."""
+"""Checks for the exercises of chapter 1, "The bottleneck".
+
+Each check runs the student's function on a fixed list of cases, chosen so that
+every argument matters to some case and every shape the exercise allows appears
+(batches of one, length-one sequences, padding), then on fresh random inputs.
+Floats are compared with atol 1e-5 + rtol 1e-4 * |expected| unless a check says
+otherwise; the caller's tensors and lists must be unchanged after the call.
+"""
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Callable
 
 import torch
 
-from attnbook.checks.core import CheckFailed, compare_with_reference
+from attnbook.checks.core import (
+    CheckFailed,
+    call_student,
+    check_answer,
+    compare_gradients,
+    compare_with_reference,
+    unchanged_inputs,
+    verdict,
+)
 from attnbook.data import Example, date_vocabs, make_batch, random_example
 from attnbook.seq2seq import bottleneck_model, greedy_decode, last_real_state
 from attnbook.train import accuracy_by_length, sequence_loss
 
 
-def _padded_outputs(generator: torch.Generator):
-    batch, length, hidden = (int(torch.randint(1, 6, (1,), generator=generator)),
-                             int(torch.randint(2, 9, (1,), generator=generator)),
-                             int(torch.randint(1, 5, (1,), generator=generator)))
-    outputs = torch.randn(batch, length, hidden, generator=generator)
-    lengths = torch.randint(1, length + 1, (batch,), generator=generator)
-    lengths[0] = 1  # always include a sequence of one real position
-    return outputs, lengths
+def in_turn(makers: list[Callable[[torch.Generator], tuple]]):
+    """A `make_inputs` for compare_with_reference that calls `makers` in turn, one per trial:
+    fixed cases first (each an argument's or shape's reason to be tested), then random ones."""
+    turn = itertools.count()
+
+    def make_inputs(generator: torch.Generator) -> tuple:
+        return makers[next(turn) % len(makers)](generator)
+
+    return make_inputs
+
+
+def compare_cases(student: Callable, reference: Callable, cases: list[tuple[str, tuple]],
+                  name: str, atol: float = 1e-5, rtol: float = 1e-4,
+                  arg_names: tuple[str, ...] | None = None) -> None:
+    """compare_with_reference on named cases: `cases` holds (description, inputs) pairs,
+    and a verdict starts with the case's description ("with scores of shape (3, 5) and
+    an additive mask ...") rather than only the shapes."""
+    for description, inputs in cases:
+        expected = reference(*[_copy(x) for x in inputs])
+        before = [_copy(x) for x in inputs]
+        got = call_student(student, inputs, name, case=description)
+        unchanged_inputs(tuple(before), inputs, name, description, arg_names)
+        problem = verdict(got, expected, atol, rtol)
+        if problem:
+            raise CheckFailed(f"{name}: {description}: {problem}")
+    print(f"✅ {name}: correct in all {len(cases)} cases.")
+
+
+def _copy(value):
+    return value.detach().clone() if torch.is_tensor(value) else value
+
+
+def _size(generator: torch.Generator, low: int, high: int) -> int:
+    return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+
+# Exercise 1.1
+
+
+def _padded_outputs(batch: int | None = None, length: int | None = None,
+                    hidden: int | None = None):
+    def make(generator: torch.Generator):
+        B = batch or _size(generator, 2, 5)
+        S = length or _size(generator, 2, 8)
+        H = hidden or _size(generator, 2, 4)
+        outputs = torch.randn(B, S, H, generator=generator)
+        lengths = torch.randint(1, S + 1, (B,), generator=generator)
+        lengths[0] = 1  # a sequence of one real position
+        if B > 1:
+            lengths[1] = S  # and one without padding
+        return outputs, lengths
+    return make
 
 
 def check_last_real_state(student_fn) -> None:
-    """Exercise 1.1: the encoder output at each sequence's last real position."""
-    compare_with_reference(student_fn, last_real_state, _padded_outputs,
-                           name="Exercise 1.1 (last_real_state)")
+    """Exercise 1.1: the encoder output at each sequence's last real position.
+
+    Cases: a batch of one and a length-one sequence (a `.squeeze()` too many fails
+    there), a hidden size of one, then random batches with padding; exact values
+    are expected (atol 1e-6).
+    """
+    makers = [_padded_outputs(1, 1, 1), _padded_outputs(1, 5, 3), _padded_outputs(4, 6, 1),
+              _padded_outputs(3, 7, 2), _padded_outputs(), _padded_outputs()]
+    compare_with_reference(student_fn, last_real_state, in_turn(makers),
+                           name="Exercise 1.1 (last_real_state)", trials=len(makers),
+                           atol=1e-6, rtol=0.0, arg_names=("outputs", "lengths"))
 
 
-def _logits_and_targets(generator: torch.Generator):
-    batch, steps, vocab = 3, int(torch.randint(2, 7, (1,), generator=generator)), 5
-    logits = torch.randn(batch, steps, vocab, generator=generator)
-    pad_id = int(torch.randint(0, vocab, (1,), generator=generator))  # not always 0
-    targets = torch.randint(0, vocab - 1, (batch, steps), generator=generator)
-    targets[targets >= pad_id] += 1  # real targets are never pad_id
-    targets[0, -1] = pad_id  # some padding, which must not count
-    targets[1, steps // 2:] = pad_id
-    return logits, targets, pad_id
+# Exercise 1.2
+
+
+def _logits_and_targets(pad_id: int | None = None, batch: int | None = None):
+    def make(generator: torch.Generator):
+        B, T, V = (batch or _size(generator, 2, 4), _size(generator, 2, 7),
+                   _size(generator, 4, 7))
+        pad = _size(generator, 1, V - 1) if pad_id is None else pad_id
+        logits = torch.randn(B, T, V, generator=generator) * 2
+        targets = torch.randint(0, V - 1, (B, T), generator=generator)
+        targets[targets >= pad] += 1  # real targets are never the pad id
+        targets[0, -1] = pad  # some padding, which must not count
+        if B > 1:
+            targets[1, T // 2:] = pad  # rows with different numbers of real targets
+        return logits, targets, pad
+    return make
 
 
 def check_sequence_loss(student_fn) -> None:
-    """Exercise 1.2: mean cross-entropy over real target positions."""
-    compare_with_reference(student_fn, sequence_loss, _logits_and_targets,
-                           name="Exercise 1.2 (sequence_loss)")
+    """Exercise 1.2: mean cross-entropy over real target positions, as a 0-d tensor.
+
+    Cases: `pad_id` 0 and other ids (an answer that assumes 0 fails), a batch of
+    one, rows with different numbers of real targets (a mean of per-row means
+    fails). Values and the gradient with respect to the logits are compared with
+    atol 1e-5 + rtol 1e-4 * |expected|.
+    """
+    name = "Exercise 1.2 (sequence_loss)"
+    makers = [_logits_and_targets(pad_id=3), _logits_and_targets(pad_id=0),
+              _logits_and_targets(pad_id=1, batch=1), _logits_and_targets(),
+              _logits_and_targets()]
+    compare_with_reference(student_fn, sequence_loss, in_turn(makers), name=name,
+                           trials=len(makers), arg_names=("logits", "targets", "pad_id"))
+    generator = torch.Generator().manual_seed(99)
+    for make in makers[:3]:
+        logits, targets, pad_id = make(generator)
+        compare_gradients(student_fn, sequence_loss, (logits, targets, pad_id), wrt=(0,), name=name,
+                          case=f"with logits of shape {tuple(logits.shape)} and pad_id={pad_id}")
+    print(f"✅ {name}: the gradient with respect to the logits is right too.")
 
 
-# Models whose rows write <eos> at different steps, all before max_len (found by trying
-# seeds with an <eos> bias of 0.3): row b must keep decoding after it has finished until
-# every row has, so "stop once every row's *latest* token is <eos>" gives other lengths.
-STAGGERED_SEEDS = (7, 9, 55)
+# Exercise 1.3
+
+# (seed, <eos> bias, max_len, batch size). Larger biases make <eos> likely, so:
+# rows that write <eos> at different steps before max_len (they must keep decoding until
+# every row has; "stop once every row's *latest* token is <eos>" gives other lengths),
+# decodings cut off by max_len (5, 9, 3: an answer that ignores max_len fails), one that
+# ends exactly at max_len, one that stops after one step, and a batch of one.
+DECODING_CASES = ((7, 0.3, 12, 4), (9, 0.3, 12, 4), (55, 0.3, 12, 4), (24, 0.3, 5, 4),
+                  (6, 0.3, 9, 4), (0, 0.0, 3, 1), (9, 0.3, 7, 4), (3, 0.0, 12, 4))
 
 
-def _small_model_and_batch(seed: int, eos_bias: float):
+def _small_model_and_batch(seed: int, eos_bias: float, max_len: int = 12, batch: int = 4):
     src_vocab, tgt_vocab = date_vocabs()
     torch.manual_seed(seed)
     model = bottleneck_model(len(src_vocab), len(tgt_vocab), embed_dim=8, hidden_dim=16).eval()
     with torch.no_grad():  # make <eos> likely, so that some rows finish before others
         model.decoder.out.bias[tgt_vocab.eos_id] += eos_bias
     rng = random.Random(seed)
-    batch = make_batch([random_example(rng, rng.randint(1, 2)) for _ in range(4)],
-                       src_vocab, tgt_vocab)
-    return model, batch.src, batch.src_lengths, 12
+    examples = [random_example(rng, rng.randint(1, 2)) for _ in range(batch)]
+    batch_ = make_batch(examples, src_vocab, tgt_vocab)
+    return model, batch_.src, batch_.src_lengths, max_len
 
 
-def _model_and_batch(generator: torch.Generator):
-    seed = int(torch.randint(0, 10_000, (1,), generator=generator))
-    return _small_model_and_batch(seed, float(torch.empty(1).uniform_(0.0, 0.6, generator=generator)))
+def _random_model_and_batch(generator: torch.Generator):
+    return _small_model_and_batch(_size(generator, 0, 9_999),
+                                  float(torch.empty(1).uniform_(0.0, 0.6, generator=generator)),
+                                  _size(generator, 2, 15), _size(generator, 1, 5))
 
 
 def _reference_tokens(model, src, src_lengths, max_len):
@@ -77,52 +175,90 @@ def _reference_tokens(model, src, src_lengths, max_len):
 def _student_tokens(student_fn):
     def run(model, src, src_lengths, max_len):
         with torch.no_grad():
-            result = student_fn(model, src, src_lengths, max_len)
-        return result[0] if isinstance(result, tuple) else result
+            return student_fn(model, src, src_lengths, max_len)
     return run
 
 
 def check_greedy_decode(student_fn) -> None:
-    """Exercise 1.3: greedy decoding with a (randomly initialised) model.
+    """Exercise 1.3: greedy decoding with (randomly initialised) models.
 
-    The models are biased towards <eos>, so some decodings stop early (every row
-    has finished), some after rows finished at different steps, and others run
-    until `max_len`. The staggered cases come first.
+    The fixed cases (DECODING_CASES) come first: rows finishing at different steps,
+    decodings cut off at several values of `max_len`, a batch of one; then random
+    models, batches and `max_len`. The tokens must be a (B, steps) tensor of dtype
+    long and match exactly.
     """
-    staggered = iter(STAGGERED_SEEDS)
-
-    def make_inputs(generator):
-        seed = next(staggered, None)
-        if seed is not None:
-            return _small_model_and_batch(seed, eos_bias=0.3)
-        return _model_and_batch(generator)
-
-    compare_with_reference(_student_tokens(student_fn), _reference_tokens, make_inputs,
-                           name="Exercise 1.3 (greedy_decode)", trials=len(STAGGERED_SEEDS) + 6)
+    makers = [lambda _, case=case: _small_model_and_batch(*case) for case in DECODING_CASES]
+    makers += [_random_model_and_batch] * 3
+    compare_with_reference(_student_tokens(student_fn), _reference_tokens, in_turn(makers),
+                           name="Exercise 1.3 (greedy_decode)", trials=len(makers),
+                           arg_names=("model", "src", "src_lengths", "max_len"))
 
 
-def _examples_and_predictions(generator: torch.Generator):
-    rng = random.Random(int(torch.randint(0, 10_000, (1,), generator=generator)))
-    examples: list[Example] = [random_example(rng, rng.randint(1, 3)) for _ in range(40)]
-    predictions = [e.target if rng.random() < 0.6 else e.target[:-1] + "0" for e in examples]
-    return examples, predictions, [0, 20, 40, 60, 80]
+# Exercise 1.4
+
+# Bucket edges: the chapter's; narrower ones; buckets that stay empty (lengths under 8
+# do not occur) and sources outside every bucket; keys whose text order differs from
+# their numeric order ("8-9" before "10-29"); and edges that source lengths hit exactly
+# (a bucket is [lo, hi), so a source of length hi belongs to the next one).
+BUCKET_EDGES = ([0, 20, 40, 60, 80], [0, 5, 8, 10, 30, 70], [12, 13, 14, 15, 16, 30],
+                [8, 10, 30, 70], [10, 20, 25, 40])
+
+
+def _examples_and_predictions(edges: list[int]):
+    def make(generator: torch.Generator):
+        rng = random.Random(_size(generator, 0, 9_999))
+        examples: list[Example] = [random_example(rng, rng.randint(1, 3)) for _ in range(60)]
+        predictions = [e.target if rng.random() < 0.6 else e.target[:-1] + "0" for e in examples]
+        return examples, predictions, list(edges)
+    return make
 
 
 def check_accuracy_by_length(student_fn) -> None:
-    """Exercise 1.4: exact match per input-length bucket."""
-    def as_pairs(examples, predictions, edges):
-        result = student_fn(examples, predictions, edges)
-        if not isinstance(result, dict):
-            raise CheckFailed(f"Exercise 1.4 (accuracy_by_length): expected a dict, "
-                              f"got a {type(result).__name__}")
-        return list(result.items())
+    """Exercise 1.4: exact match per input-length bucket, as a dict in bucket order.
 
-    def reference(examples, predictions, edges):
-        return list(accuracy_by_length(examples, predictions, edges).items())
+    The edges change from case to case (BUCKET_EDGES): an answer that assumes the
+    chapter's edges, keeps empty buckets, includes `hi` in a bucket, or sorts the keys
+    as text fails, and the verdict names the bucket. Accuracies must be Python numbers
+    and are compared with atol 1e-9 (1 - 1/3 equals 2/3); the three lists must be left
+    as they were.
+    """
+    name = "Exercise 1.4 (accuracy_by_length)"
+    generator = torch.Generator().manual_seed(1234)
+    for trial, edges in enumerate(BUCKET_EDGES, start=1):
+        examples, predictions, edges = _examples_and_predictions(edges)(generator)
+        case = f"on test {trial} of {len(BUCKET_EDGES)}, with edges {edges}"
+        expected = accuracy_by_length(examples, predictions, edges)
+        before = (list(examples), list(predictions), list(edges))
+        got = call_student(student_fn, (examples, predictions, edges), name, case)
+        for argument, old, new in zip(("examples", "predictions", "edges"), before,
+                                      (examples, predictions, edges)):
+            if list(new) != old:
+                raise CheckFailed(f"{name}: {case}, your function changed its `{argument}` "
+                                  "list in place; leave the caller's lists as they were")
+        if not isinstance(got, dict):
+            raise CheckFailed(f"{name}: {case}, expected a dict, got a {type(got).__name__}")
+        if list(got) != list(expected):
+            raise CheckFailed(f"{name}: {case}, expected the buckets {list(expected)} in this "
+                              f"order, got {list(got)}")
+        for bucket, accuracy in expected.items():
+            problem = verdict(got[bucket], accuracy, atol=1e-9, rtol=0.0)
+            if problem:
+                raise CheckFailed(f"{name}: {case}, bucket {bucket!r}: {problem}")
+    print(f"✅ {name}: correct on {len(BUCKET_EDGES)} sets of edges.")
 
-    compare_with_reference(as_pairs, reference, _examples_and_predictions,
-                           name="Exercise 1.4 (accuracy_by_length)")
+
+# Exercise 1.5
+
+BITS_FOR_THREE_DATES = 46  # ceil(3 * log2(36525)) = ceil(45.47)
+
+
+def check_bits_for_three_dates(answer) -> None:
+    """Exercise 1.5: the whole number of bits that tells three dates apart (an int)."""
+    check_answer(answer, BITS_FOR_THREE_DATES, "Exercise 1.5 (bits for three dates)",
+                 hint="Each date is one of 36,525 values: log2(36525) bits each, three times, "
+                      "rounded up.")
 
 
 __all__ = ["check_last_real_state", "check_sequence_loss", "check_greedy_decode",
-           "check_accuracy_by_length"]
+           "check_accuracy_by_length", "check_bits_for_three_dates", "compare_cases",
+           "in_turn"]

@@ -1,30 +1,51 @@
-"""Checks for the exercises of chapter 2, "Additive attention"."""
+"""Checks for the exercises of chapter 2, "Additive attention".
+
+Each check runs the student's function on a fixed list of cases, chosen so that
+every argument matters to some case and every shape and mask form the exercise
+allows appears, then on fresh random inputs. Floats are compared with atol 1e-5 +
+rtol 1e-4 * |expected| unless a check says otherwise; the caller's tensors must be
+unchanged after the call.
+"""
 
 from __future__ import annotations
 
+import numbers
 import random
 
 import torch
 
 from attnbook.attention import AdditiveScore, masked_softmax, padding_mask
-from attnbook.checks.core import CheckFailed, check_answer, compare_with_reference
+from attnbook.checks.ch01 import compare_cases, in_turn
+from attnbook.checks.core import (
+    CheckFailed,
+    check_answer,
+    compare_gradients,
+    compare_with_reference,
+)
 from attnbook.data import date_vocabs, make_batch, random_example
-from attnbook.seq2seq import attend, bahdanau_model
+from attnbook.seq2seq import AttentionState, attend, bahdanau_model
 
 
 def _size(generator: torch.Generator, low: int, high: int) -> int:
     return int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
-def _query_keys_weights(generator: torch.Generator):
-    B, S, Dq, Dk, A = (_size(generator, 1, 4), _size(generator, 1, 7), _size(generator, 1, 6),
-                       _size(generator, 1, 6), _size(generator, 1, 5))
-    query = torch.randn(B, Dq, generator=generator)
-    keys = torch.randn(B, S, Dk, generator=generator)
-    W_q = torch.randn(A, Dq, generator=generator)
-    W_k = torch.randn(A, Dk, generator=generator)
-    v = torch.randn(A, generator=generator)
-    return query, keys, W_q, W_k, v
+def _shape(generator: torch.Generator, fixed: tuple, ranges: tuple) -> tuple[int, ...]:
+    """`fixed` sizes where given (not None), random ones in `ranges` elsewhere."""
+    return tuple(f if f is not None else _size(generator, *r) for f, r in zip(fixed, ranges))
+
+
+# Exercise 2.1
+
+
+def _query_keys_weights(B=None, S=None, Dq=None, Dk=None, A=None):
+    def make(generator: torch.Generator):
+        b, s, dq, dk, a = _shape(generator, (B, S, Dq, Dk, A),
+                                 ((1, 4), (1, 7), (1, 6), (1, 6), (1, 5)))
+        return (torch.randn(b, dq, generator=generator), torch.randn(b, s, dk, generator=generator),
+                torch.randn(a, dq, generator=generator), torch.randn(a, dk, generator=generator),
+                torch.randn(a, generator=generator))
+    return make
 
 
 def reference_additive_score(query, keys, W_q, W_k, v):
@@ -40,88 +61,209 @@ def reference_additive_score(query, keys, W_q, W_k, v):
 
 
 def check_additive_score(student_fn) -> None:
-    """Exercise 2.1: v . tanh(W_q q + W_k k) for every key."""
-    compare_with_reference(student_fn, reference_additive_score, _query_keys_weights,
-                           name="Exercise 2.1 (additive_score)")
+    """Exercise 2.1: v . tanh(W_q q + W_k k) for every key.
+
+    Cases: a batch of one with one key (a `.squeeze()` too many fails), query and key
+    sizes that differ (W_q and W_k swapped fails) and that are equal (swapped weights
+    then give wrong values instead of an error), an attention size of one, then random
+    sizes.
+    """
+    makers = [_query_keys_weights(1, 1, 3, 2, 4), _query_keys_weights(2, 5, 4, 4, 3),
+              _query_keys_weights(3, 4, 2, 5, 1), _query_keys_weights(4, 6, 5, 3, 2),
+              _query_keys_weights(), _query_keys_weights()]
+    compare_with_reference(student_fn, reference_additive_score, in_turn(makers),
+                           name="Exercise 2.1 (additive_score)", trials=len(makers),
+                           arg_names=("query", "keys", "W_q", "W_k", "v"))
 
 
-def _scores_and_mask(generator: torch.Generator):
-    B, S = _size(generator, 2, 5), _size(generator, 1, 8)
+# Exercise 2.2
+
+NEG_INF = float("-inf")
+
+
+def _scores(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
     # Rows offset by hundreds: exp() overflows unless the row maximum is subtracted first.
-    scores = torch.randn(B, S, generator=generator) * 5 + 100 * torch.randn(B, 1, generator=generator)
-    lengths = torch.randint(1, S + 1, (B,), generator=generator)
-    mask = padding_mask(lengths, S)  # padding at the end of each row
-    mask[-1] = False  # a row with nothing to attend to
-    return scores, mask
+    offsets = 100 * torch.randn(*shape[:-1], 1, generator=generator)
+    return torch.randn(*shape, generator=generator) * 5 + offsets
+
+
+def _padding(generator: torch.Generator, B: int, S: int) -> torch.Tensor:
+    """(B, S) boolean padding; the last row has nothing to attend to."""
+    mask = padding_mask(torch.randint(1, S + 1, (B,), generator=generator), S)
+    mask[-1] = False
+    return mask
+
+
+def _as_additive(mask: torch.Tensor) -> torch.Tensor:
+    """0 where allowed, -inf where forbidden."""
+    return torch.zeros(mask.shape).masked_fill(~mask, NEG_INF)
+
+
+def _masked_softmax_cases(generator: torch.Generator) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(description, scores, mask) for every shape and mask form the exercise allows."""
+    B, T, S = _size(generator, 2, 4), _size(generator, 2, 4), _size(generator, 3, 8)
+    cases = []
+    mask = _padding(generator, B, S)
+    cases.append(("a boolean mask, padding and a fully masked row", _scores(generator, (B, S)), mask))
+    cases.append(("an additive mask, padding and a fully -inf row", _scores(generator, (B, S)),
+                  _as_additive(_padding(generator, B, S))))
+    cases.append(("a boolean (B, 1, S) mask that broadcasts over T",
+                  _scores(generator, (B, T, S)), _padding(generator, B, S)[:, None, :]))
+    cases.append(("an additive (B, 1, S) mask that broadcasts over T",
+                  _scores(generator, (B, T, S)), _as_additive(_padding(generator, B, S))[:, None, :]))
+    slopes = -torch.rand(T, S, generator=generator) * 3  # finite values shift the scores
+    causal = torch.ones(T, S, dtype=torch.bool).tril(S - T)
+    cases.append(("an additive (T, S) mask with finite values, broadcast over B",
+                  _scores(generator, (B, T, S)), slopes.masked_fill(~causal, NEG_INF)))
+    scores = _scores(generator, (B, S))
+    scores[0, -1] = NEG_INF  # a score function already masked these
+    scores[-1] = NEG_INF
+    cases.append(("scores that already hold -inf (a whole row) and a boolean mask", scores,
+                  torch.ones(B, S, dtype=torch.bool)))
+    cases.append(("one key, a boolean mask and a fully masked row", _scores(generator, (B, 1)),
+                  _padding(generator, B, 1)))
+    return cases
+
+
+def _describe_case(description: str, scores: torch.Tensor, mask: torch.Tensor) -> str:
+    return (f"with scores of shape {tuple(scores.shape)} and {description} "
+            f"(mask of shape {tuple(mask.shape)})")
+
+
+def reference_masked_softmax(scores, mask):
+    """The package's masked_softmax, for a boolean or an additive mask."""
+    if mask.dtype == torch.bool:
+        return masked_softmax(scores, mask)
+    return masked_softmax(scores + mask)
 
 
 def check_masked_softmax(student_fn) -> None:
-    """Exercise 2.2: a softmax over the real positions; a fully masked row gives zeros,
-    and its gradient is zero too (never NaN)."""
+    """Exercise 2.2: a softmax over the allowed positions; a fully masked row gives zeros.
+
+    Cases: 2-D and 3-D scores; boolean and additive masks, of the scores' shape and
+    broadcasting ((B, 1, S), (T, S)); fully masked rows in both forms and scores that
+    already hold -inf; rows offset by hundreds (exp overflows without the row maximum
+    subtracted); one key. The weights are compared with atol 1e-5 + rtol 1e-4; then
+    the gradient with respect to the scores, for every case, under upstream gradients
+    of size about 100 (a division by a tiny number instead of by 1 in a fully masked
+    row then overflows to inf, and inf * 0 is NaN): it must be free of NaN and inf and
+    match the reference's (atol 1e-4 + rtol 1e-4).
+    """
     name = "Exercise 2.2 (masked_softmax)"
-    compare_with_reference(student_fn, masked_softmax, _scores_and_mask, name=name)
-    scores, mask = _scores_and_mask(torch.Generator().manual_seed(7))
-    scores.requires_grad_(True)
-    weights = student_fn(scores, mask)
-    if not weights.requires_grad:
-        raise CheckFailed(f"{name}: the result does not depend on the scores through autograd "
-                          "(did you use .detach(), numpy or a Python loop over floats?)")
-    (weights * torch.arange(1.0, scores.shape[1] + 1)).sum().backward()
-    if not torch.isfinite(scores.grad).all():
-        raise CheckFailed(f"{name}: the values are right, but the gradient with respect to the "
-                          "scores contains NaN or inf (look at the fully masked row)")
-    print(f"✅ {name}: gradients are finite, also for a fully masked row.")
+    cases = [(_describe_case(*case), case[1], case[2])
+             for case in _masked_softmax_cases(torch.Generator().manual_seed(1234))]
+    compare_cases(student_fn, reference_masked_softmax, [(d, (s, m)) for d, s, m in cases],
+                  name=name, arg_names=("scores", "mask"))
+    for description, scores, mask in cases:
+        compare_gradients(_times_100(student_fn), _times_100(reference_masked_softmax),
+                          (scores, mask), wrt=(0,), name=name, case=description,
+                          atol=1e-4, rtol=1e-4)
+    print(f"✅ {name}: gradients are right and finite in every case, also for fully "
+          "masked rows.")
 
 
-def _weights_and_values(generator: torch.Generator):
-    B, S, D = _size(generator, 1, 4), _size(generator, 1, 7), _size(generator, 1, 6)
-    weights = torch.softmax(torch.randn(B, S, generator=generator), dim=-1)
-    values = torch.randn(B, S, D, generator=generator)
-    return weights, values
+def _times_100(function):
+    def scaled(scores, mask):
+        return 100 * function(scores, mask)
+    return scaled
+
+
+# Exercise 2.3
+
+
+def _weights_and_values(B=None, S=None, D=None):
+    def make(generator: torch.Generator):
+        b, s, d = _shape(generator, (B, S, D), ((2, 4), (1, 7), (1, 6)))
+        mask = padding_mask(torch.randint(1, s + 1, (b,), generator=generator), s)
+        if b > 1:
+            mask[-1] = False  # a fully masked row: all-zero weights, a zero context
+        weights = masked_softmax(torch.randn(b, s, generator=generator), mask)
+        return weights, torch.randn(b, s, d, generator=generator)
+    return make
 
 
 def check_context_vector(student_fn) -> None:
-    """Exercise 2.3: the weighted sum of the encoder outputs."""
-    compare_with_reference(student_fn, attend, _weights_and_values,
-                           name="Exercise 2.3 (context_vector)")
+    """Exercise 2.3: the weighted sum of the encoder outputs.
+
+    Cases: a batch of one, one position, a feature size of one (a `.squeeze()` too
+    many fails), weights that are zero at padding and all zero in a fully masked row
+    (the context is then zero: renormalising the weights gives NaN), random sizes.
+    """
+    makers = [_weights_and_values(1, 1, 1), _weights_and_values(1, 4, 3),
+              _weights_and_values(3, 5, 1), _weights_and_values(4, 6, 4),
+              _weights_and_values(), _weights_and_values()]
+    compare_with_reference(student_fn, attend, in_turn(makers),
+                           name="Exercise 2.3 (context_vector)", trials=len(makers),
+                           arg_names=("weights", "values"))
 
 
-def _decoder_step_inputs(generator: torch.Generator):
-    seed = int(torch.randint(0, 10_000, (1,), generator=generator))
-    src_vocab, tgt_vocab = date_vocabs()
-    torch.manual_seed(seed)
-    model = bahdanau_model(len(src_vocab), len(tgt_vocab), embed_dim=8, hidden_dim=16,
-                           attn_dim=8).eval()
-    rng = random.Random(seed)
-    batch = make_batch([random_example(rng, rng.randint(1, 2)) for _ in range(3)],
-                       src_vocab, tgt_vocab)
-    with torch.no_grad():
-        memory = model.encoder(batch.src, batch.src_lengths)
-        state = model.decoder.init_state(memory)
-        for t in range(_size(generator, 0, 3)):  # start a few steps in
-            _, state, _ = model.decoder.step(batch.tgt_in[:, t], state, memory)
-    return model.decoder, batch.tgt_in[:, 3], state, memory
+# Exercise 2.4
+
+
+def _decoder_step_inputs(batch: int | None = None):
+    def make(generator: torch.Generator):
+        seed = _size(generator, 0, 9_999)
+        B = batch or _size(generator, 2, 4)
+        src_vocab, tgt_vocab = date_vocabs()
+        torch.manual_seed(seed)
+        model = bahdanau_model(len(src_vocab), len(tgt_vocab), embed_dim=8, hidden_dim=16,
+                               attn_dim=8).eval()
+        rng = random.Random(seed)
+        batch_ = make_batch([random_example(rng, rng.randint(1, 2)) for _ in range(B)],
+                            src_vocab, tgt_vocab)
+        with torch.no_grad():
+            memory = model.encoder(batch_.src, batch_.src_lengths)
+            state = model.decoder.init_state(memory)
+            for t in range(_size(generator, 0, 3)):  # start a few steps in
+                _, state, _ = model.decoder.step(batch_.tgt_in[:, t], state, memory)
+        return model.decoder, batch_.tgt_in[:, 3], state, memory
+    return make
 
 
 def check_bahdanau_step(student_fn) -> None:
-    """Exercise 2.4: one step of the Bahdanau decoder, (logits, state, weights)."""
+    """Exercise 2.4: one step of the Bahdanau decoder, (logits, state, weights).
+
+    Cases: a batch of one, then batches with padding, started 0 to 3 steps in. The
+    logits, every field of the new state (its `t` must be an int) and the weights are
+    compared with atol 1e-5 + rtol 1e-4; `state` and `memory` must be unchanged.
+    """
+    name = "Exercise 2.4 (bahdanau_step)"
+
     def reference(decoder, prev_tokens, state, memory):
+        state = AttentionState(*state)  # compare_with_reference hands over a plain tuple copy
         with torch.no_grad():
             return decoder.step(prev_tokens, state, memory)
 
     def student(decoder, prev_tokens, state, memory):
+        before = (memory.outputs.clone(), memory.final.clone(), memory.mask.clone())
         with torch.no_grad():
-            return student_fn(decoder, prev_tokens, state, memory)
+            result = student_fn(decoder, prev_tokens, state, memory)
+        after = (memory.outputs, memory.final, memory.mask)
+        for field, old, new in zip(("outputs", "final", "mask"), before, after):
+            if not torch.equal(old, new):
+                raise CheckFailed(f"{name}: on a batch of shape {tuple(prev_tokens.shape)}, your "
+                                  f"function changed `memory.{field}` in place; leave the "
+                                  "caller's tensors as they were")
+        return result
 
-    compare_with_reference(student, reference, _decoder_step_inputs,
-                           name="Exercise 2.4 (bahdanau_step)", trials=3)
+    makers = [_decoder_step_inputs(1), _decoder_step_inputs(), _decoder_step_inputs(),
+              _decoder_step_inputs()]
+    compare_with_reference(student, reference, in_turn(makers), name=name, trials=len(makers),
+                           item_names=("logits", "new state", "weights"),
+                           arg_names=("decoder", "prev_tokens", "state", "memory"))
 
+
+# Exercise 2.5
 
 IDEAL_ALIGNMENT = [6, 7, 8, 9, None, 3, 4, None, 0, 1]  # "05.06.1999" -> "1999-06-05"
 
 
 def check_ideal_alignment(answer) -> None:
-    """Exercise 2.5: which source position each output character of "1999-06-05" copies."""
+    """Exercise 2.5: which source position each output character of "1999-06-05" copies.
+
+    A list of ten entries, each an int (a position) or None (a hyphen); 6.0 or True is
+    not a position.
+    """
     name = "Exercise 2.5 (ideal alignment)"
     if answer is ...:
         check_answer(answer, IDEAL_ALIGNMENT, name)
@@ -129,9 +271,13 @@ def check_ideal_alignment(answer) -> None:
         raise CheckFailed(f"{name}: expected a list of {len(IDEAL_ALIGNMENT)} entries, one per "
                           f"output character of '1999-06-05', got {answer!r}")
     for t, (got, expected) in enumerate(zip(answer, IDEAL_ALIGNMENT)):
+        where = f"entry {t} (output character {'1999-06-05'[t]!r})"
+        if got is not None and (isinstance(got, bool) or not isinstance(got, numbers.Integral)):
+            raise CheckFailed(f"{name}: {where} must be a position (an int) or None, got "
+                              f"a {type(got).__name__} ({got!r})")
         if got != expected:
-            raise CheckFailed(f"{name}: entry {t} (output character {'1999-06-05'[t]!r}) should not "
-                              f"be {got!r}. Count source positions from 0: '05.06.1999'[0] is '0'.")
+            raise CheckFailed(f"{name}: {where} should not be {got!r}. Count source positions "
+                              "from 0: '05.06.1999'[0] is '0'.")
     print(f"✅ {name}: right.")
 
 
