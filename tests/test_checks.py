@@ -179,3 +179,16 @@ def test_named_tuples_reach_the_reference_as_named_tuples():
         return (State(torch.randn(2, 3, generator=generator)),)
 
     compare_with_reference(lambda s: s.hidden * 2, lambda s: s.hidden + s.hidden, make_state, name="state")
+
+
+def test_an_endless_loop_ends_in_a_verdict(monkeypatch):
+    from attnbook.checks import core
+
+    monkeypatch.setattr(core, "STUDENT_TIME_LIMIT", 0.2)
+
+    def endless(x):
+        while True:
+            x = x + 0
+
+    with pytest.raises(CheckFailed, match="did not return within 0.2 s"):
+        compare_with_reference(endless, lambda x: x, make_pair, name="loop")

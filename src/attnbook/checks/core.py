@@ -9,7 +9,10 @@ visibly; a right one prints a single line.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+import signal
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -125,20 +128,54 @@ def _short_exception(error: BaseException) -> str:
             f"(line {frame.lineno}: {(frame.line or '').strip()!r})")
 
 
+class _TooSlow(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Interrupt the block after `seconds` (an endless loop in a student's function
+    must end in a verdict, not hang the notebook). Only where SIGALRM exists and we
+    are in the main thread; elsewhere the block simply runs."""
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise _TooSlow
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+STUDENT_TIME_LIMIT = 20.0  # seconds for one call; every reference answer takes well under one
+
+
 def call_student(student: Callable, inputs: tuple, name: str, case: str = ""):
-    """Call `student(*inputs)`; a stub or any crash becomes a one-line CheckFailed.
+    """Call `student(*inputs)`; a stub, any crash or a call that does not return within
+    STUDENT_TIME_LIMIT seconds becomes a one-line CheckFailed.
 
     `case` says which input it was ("on inputs (shape (2, 3))"), for the verdict.
     """
+    where = f"{case}, " if case else ""
     try:
-        return student(*inputs)
+        with _time_limit(STUDENT_TIME_LIMIT):
+            return student(*inputs)
+    except _TooSlow:
+        raise CheckFailed(f"{name}: {where}your function did not return within "
+                          f"{STUDENT_TIME_LIMIT:g} s (an endless loop?)") from None
     except NotImplementedError:
         raise CheckFailed(f"{name}: not implemented yet (replace the "
                           "`raise NotImplementedError` with your code)") from None
     except CheckFailed:
         raise
     except Exception as error:  # any crash becomes a verdict, not a traceback
-        where = f"{case}, " if case else ""
         raise CheckFailed(f"{name}: {where}{_short_exception(error)}") from None
 
 
@@ -228,7 +265,7 @@ def check_answer(answer, expected, name: str, hint: str = "") -> None:
 
 def compare_gradients(student: Callable, reference: Callable, inputs: tuple, wrt: tuple[int, ...],
                       name: str, case: str, atol: float = 1e-5, rtol: float = 1e-4,
-                      seed: int = 0) -> None:
+                      seed: int = 0, arg_names: tuple[str, ...] | None = None) -> None:
     """Compare the gradients of the student's function with the reference's.
 
     Both are differentiated through a fixed random weighting of their first output,
@@ -262,11 +299,12 @@ def compare_gradients(student: Callable, reference: Callable, inputs: tuple, wrt
     expected = gradients(reference, crash_is_student=False)
     got = gradients(student, crash_is_student=True)
     for i, g, e in zip(wrt, got, expected):
+        argument = f"`{arg_names[i]}`" if arg_names else f"argument {i + 1}"
         if not torch.isfinite(g).all():
             first = tuple((~torch.isfinite(g)).nonzero()[0].tolist())
             raise CheckFailed(f"{name}: {case}, the values are right but the gradient with respect "
-                              f"to argument {i + 1} contains NaN or inf (first at index {first})")
+                              f"to {argument} contains NaN or inf (first at index {first})")
         problem = verdict(g, e, atol, rtol)
         if problem:
-            raise CheckFailed(f"{name}: {case}, the gradient with respect to argument {i + 1} is "
+            raise CheckFailed(f"{name}: {case}, the gradient with respect to {argument} is "
                               f"wrong: {problem}")
