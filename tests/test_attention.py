@@ -360,3 +360,34 @@ def test_default_scale_is_one_over_sqrt_d():
     default, _ = scaled_dot_product_attention(q, k, v)
     explicit, _ = scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(9))
     torch.testing.assert_close(default, explicit)
+
+
+def test_a_head_dimension_of_zero_is_a_value_error_not_a_division_by_zero():
+    with pytest.raises(ValueError, match=r"head dimension d >= 1 .*q \(2, 3, 0\), k \(2, 5, 0\)"):
+        scaled_dot_product_attention(*qkv((2, 3, 0), (2, 5, 0), (2, 5, 6)))
+    with pytest.raises(ValueError, match="head dimension"):  # an explicit scale does not help
+        scaled_dot_product_attention(*qkv((3, 0), (5, 0), (5, 6)), scale=1.0)
+
+
+@pytest.mark.parametrize("scale, words", [
+    (0, "positive, finite number or None, got 0"),
+    (-0.5, "got -0.5"),
+    (float("nan"), "got nan"),
+    (float("inf"), "got inf"),
+    ("0.5", "got a str"),
+    (True, "got a bool"),
+    (torch.tensor(0.5), "got a Tensor"),
+])
+def test_a_scale_that_is_not_a_positive_number_is_refused(scale, words):
+    with pytest.raises(ValueError, match=r"scale must be a positive") as error:
+        scaled_dot_product_attention(*qkv(), scale=scale)
+    assert words in str(error.value)
+
+
+def test_integer_and_numpy_scales_are_accepted():
+    import numpy as np
+
+    q, k, v = (t.normal_() for t in qkv())
+    expected, _ = scaled_dot_product_attention(q, k, v, scale=2.0)
+    for scale in (2, np.float64(2.0)):
+        torch.testing.assert_close(scaled_dot_product_attention(q, k, v, scale=scale)[0], expected)

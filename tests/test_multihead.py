@@ -196,8 +196,10 @@ def test_bad_inputs_name_the_argument_and_shapes(args, words):
 
 
 @pytest.mark.parametrize("mask, words", [
-    (torch.ones(3, 5, dtype=torch.bool), r"mask of shape \(3, 5\) does not broadcast .* \(2, 4, 3, 4\)"),
-    (torch.ones(2, 4, 3, 4, 1, dtype=torch.bool), r"mask of shape \(2, 4, 3, 4, 1\) does not broadcast"),
+    (torch.ones(3, 5, dtype=torch.bool), r"mask of shape \(3, 5\) does not fit the scores' shape "
+                                         r"\(2, 4, 3, 4\); .* \(Lq, Lk\) = \(3, 4\)"),
+    (torch.ones(2, 4, 3, 4, 1, dtype=torch.bool), r"mask of shape \(2, 4, 3, 4, 1\) has 5 dimensions"),
+    (torch.ones(3, 4, 3, 4, dtype=torch.bool), r"mask of shape \(3, 4, 3, 4\) does not fit"),
     (torch.ones(3, 4, dtype=torch.long), r"mask must be boolean or have the query's dtype"),
     (torch.zeros(3, 4, dtype=torch.float64), r"mask must be boolean or have the query's dtype torch.float32"),
 ])
@@ -212,3 +214,49 @@ def test_copy_needs_matching_modules():
         copy_from_torch(nn.MultiheadAttention(8, 4), MultiHeadAttention(8, 2))
     with pytest.raises(ValueError, match="biases"):
         copy_from_torch(nn.MultiheadAttention(8, 2, bias=False), MultiHeadAttention(8, 2))
+
+
+def test_an_empty_key_is_named_as_the_callers_key():
+    module = MultiHeadAttention(16, 4)
+    with pytest.raises(ValueError, match=r"key must hold at least one position .*key \(2, 0, 16\)"):
+        module(torch.zeros(2, 3, 16), torch.zeros(2, 0, 16))
+
+
+@pytest.mark.parametrize("batch", [2, 3])  # 2 == n_heads: the case PyTorch's broadcasting hid
+def test_a_3d_mask_is_refused_with_the_accepted_shapes(batch):
+    module = MultiHeadAttention(8, 2)
+    query = torch.randn(batch, 3, 8)
+    mask = torch.ones(batch, 3, 3, dtype=torch.bool)
+    words = (rf"mask of shape \({batch}, 3, 3\) has 3 dimensions; MultiHeadAttention accepts a mask "
+             rf"of shape \(Lq, Lk\) = \(3, 3\) or \(B, H, Lq, Lk\) = \({batch}, 2, 3, 3\), where "
+             r"any dimension may be 1 to broadcast \(for a \(B, Lq, Lk\) mask, pass mask\[:, None\]\)")
+    with pytest.raises(ValueError, match=words):
+        module(query, mask=mask)
+    with pytest.raises(ValueError, match="has 1 dimensions"):
+        module(query, mask=torch.ones(3, dtype=torch.bool))
+
+
+def test_a_per_batch_mask_as_the_error_suggests_masks_each_batch_element():
+    torch.manual_seed(0)
+    module = MultiHeadAttention(8, 2)
+    query = torch.randn(2, 3, 8)
+    mask = torch.ones(2, 3, 3, dtype=torch.bool)
+    mask[1, :, 1:] = False  # batch element 1 sees only its first key, in every head
+    _, weights = module(query, mask=mask[:, None])
+    assert (weights[1, :, :, 1:] == 0).all() and (weights[0] > 0).all()
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (1, 4), (3, 1), (2, 4, 3, 4), (2, 1, 1, 4), (1, 4, 3, 4),
+                                   (1, 1, 1, 1)])
+def test_accepted_mask_shapes_broadcast_over_batch_and_heads(shape):
+    torch.manual_seed(0)
+    module = MultiHeadAttention(16, 4)
+    query, key = torch.randn(2, 3, 16), torch.randn(2, 4, 16)
+    mask = torch.rand(shape) < 0.7
+    _, weights = module(query, key, mask=mask)
+    assert (weights[~mask.expand(2, 4, 3, 4)] == 0).all()
+
+
+def test_torch_attn_mask_refuses_a_3d_mask_too():
+    with pytest.raises(ValueError, match=r"mask of shape \(2, 3, 4\) has 3 dimensions"):
+        torch_attn_mask(torch.ones(2, 3, 4, dtype=torch.bool), 2, 2, 3, 4)

@@ -10,6 +10,7 @@ never NaN.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -109,10 +110,23 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         raise ValueError(f"k must hold at least one key (dimension -2 > 0): {shapes}")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(f"q and k must have the same last dimension: {shapes}")
+    if q.shape[-1] == 0:
+        raise ValueError(f"q and k must have a head dimension d >= 1 (dimension -1): {shapes}")
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"k and v must have the same length (dimension -2): {shapes}")
     if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
         raise ValueError(f"q, k and v must have the same leading (batch, head) dimensions: {shapes}")
+
+
+def check_scale(scale) -> None:
+    """Raise a ValueError unless `scale` is None or a positive, finite Python number."""
+    if scale is None:
+        return
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise ValueError(f"scale must be a positive number or None, got a {type(scale).__name__} "
+                         f"({scale!r})")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive, finite number or None, got {scale!r}")
 
 
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -125,6 +139,7 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     Returns output (..., Lq, dv) and weights (..., Lq, Lk).
     """
     check_qkv(q, k, v)
+    check_scale(scale)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     # Scaling q before the product, not the product after it, keeps float16 scores
     # from overflowing when q . k is large but q . k * scale is not.

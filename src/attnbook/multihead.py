@@ -45,6 +45,23 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(batch, length, n_heads * head_dim)    # (B, L, D)
 
 
+def check_mask_shape(mask: torch.Tensor, batch: int, n_heads: int, n_queries: int, n_keys: int) -> None:
+    """Accept a mask of shape (Lq, Lk) or (B, H, Lq, Lk), any dimension 1 to broadcast.
+
+    A 3-D mask is refused: PyTorch would read (B, Lq, Lk) as (H, Lq, Lk) and, when
+    B == H, silently give batch element b's mask to head b of every batch element.
+    """
+    shape = tuple(mask.shape)
+    full = (batch, n_heads, n_queries, n_keys)
+    accepted = (f"MultiHeadAttention accepts a mask of shape (Lq, Lk) = {full[2:]} or "
+                f"(B, H, Lq, Lk) = {full}, where any dimension may be 1 to broadcast")
+    if mask.dim() not in (2, 4):
+        hint = " (for a (B, Lq, Lk) mask, pass mask[:, None])" if mask.dim() == 3 else ""
+        raise ValueError(f"mask of shape {shape} has {mask.dim()} dimensions; {accepted}{hint}")
+    if any(m not in (1, n) for m, n in zip(shape, full[-mask.dim():])):
+        raise ValueError(f"mask of shape {shape} does not fit the scores' shape {full}; {accepted}")
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with query, key, value and output projections of width d_model."""
 
@@ -69,7 +86,8 @@ class MultiHeadAttention(nn.Module):
                 value: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """query (B, Lq, D), key and value (B, Lk, D) (default: the query, i.e. self-attention);
-        mask broadcastable to (B, H, Lq, Lk). Returns output (B, Lq, D), weights (B, H, Lq, Lk)."""
+        mask (Lq, Lk) or (B, H, Lq, Lk), any dimension 1 to broadcast (a 3-D mask is refused).
+        Returns output (B, Lq, D), weights (B, H, Lq, Lk)."""
         key = query if key is None else key
         value = key if value is None else value
         self.check_inputs(query, key, value, mask)
@@ -109,6 +127,8 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"query, key and value must have the same batch size: {shapes}")
         if key.shape[1] != value.shape[1]:
             raise ValueError(f"key and value must have the same length: {shapes}")
+        if key.shape[1] == 0:
+            raise ValueError(f"key must hold at least one position (length >= 1): {shapes}")
         if mask is None:
             return
         if not torch.is_tensor(mask):
@@ -116,8 +136,7 @@ class MultiHeadAttention(nn.Module):
         if mask.dtype not in (torch.bool, query.dtype):
             raise ValueError(f"mask must be boolean or have the query's dtype {query.dtype}, "
                              f"got {mask.dtype}")
-        scores_shape = torch.Size((query.shape[0], self.n_heads, query.shape[1], key.shape[1]))
-        check_mask("mask", mask, scores_shape)
+        check_mask_shape(mask, query.shape[0], self.n_heads, query.shape[1], key.shape[1])
 
 
 # --- Comparing with torch.nn.MultiheadAttention ---------------------------------------------
@@ -179,9 +198,10 @@ def torch_attn_mask(mask: torch.Tensor, batch: int, n_heads: int, n_queries: int
     (B*H, Lq, Lk), boolean True where attention is *forbidden*, or the same additive floats."""
     shape = torch.Size((batch, n_heads, n_queries, n_keys))
     check_mask("mask", mask, shape)
+    check_mask_shape(mask, batch, n_heads, n_queries, n_keys)
     mask = mask.expand(shape).reshape(batch * n_heads, n_queries, n_keys)
     return ~mask if mask.dtype == torch.bool else mask
 
 
-__all__ = ["split_heads", "merge_heads", "MultiHeadAttention", "copy_to_torch", "copy_from_torch",
-           "to_torch", "torch_attn_mask"]
+__all__ = ["split_heads", "merge_heads", "check_mask_shape", "MultiHeadAttention", "copy_to_torch",
+           "copy_from_torch", "to_torch", "torch_attn_mask"]

@@ -1,24 +1,59 @@
-"""Checks for the exercises of chapter 4, "Queries, keys and values"."""
+"""Checks for the exercises of chapter 4, "Queries, keys and values".
+
+Each check's inputs cover what its exercise text allows: every argument matters to
+some input, every shape and mask form appears (see each `_..._cases` list), and the
+caller's tensors must come back unchanged. Tolerances are stated in each docstring.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
 
 import torch
 
 from attnbook.attention import causal_mask, masked_softmax, padding_mask, scaled_dot_product_attention
-from attnbook.checks.core import CheckFailed, compare_with_reference
+from attnbook.checks.core import CheckFailed, compare_gradients, compare_with_reference
 
 
 def _size(generator: torch.Generator, low: int, high: int) -> int:
     return int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
-def _regression_problem(generator: torch.Generator):
-    n_query, n_train = _size(generator, 1, 9), _size(generator, 1, 12)
-    x_query = torch.rand(n_query, generator=generator, dtype=torch.float64) * 5
-    x_train = torch.rand(n_train, generator=generator, dtype=torch.float64) * 5
-    y_train = torch.randn(n_train, generator=generator, dtype=torch.float64)
-    bandwidth = float(torch.rand(1, generator=generator)) + 0.2
-    return x_query, x_train, y_train, bandwidth
+def in_turn(*makers: Callable[[torch.Generator], tuple]) -> Callable[[torch.Generator], tuple]:
+    """`make_inputs` for compare_with_reference that draws trial i from makers[i % len(makers)],
+    so that every case (shape, mask form, edge case) appears in a fixed number of trials."""
+    count = [0]
+
+    def make_inputs(generator: torch.Generator) -> tuple:
+        maker = makers[count[0] % len(makers)]
+        count[0] += 1
+        return maker(generator)
+    return make_inputs
+
+
+def require_dtype(student_fn: Callable, dtype: torch.dtype, name: str, why: str) -> Callable:
+    """Wrap `student_fn` so that a tensor result of another dtype is a verdict saying `why`."""
+    def run(*args):
+        result = student_fn(*args)
+        if torch.is_tensor(result) and result.dtype != dtype:
+            raise CheckFailed(f"{name}: the result must have dtype {dtype}, got {result.dtype}; {why}")
+        return result
+    return run
+
+
+# --- Exercise 4.1 ---------------------------------------------------------------------------
+
+def _regression_problem(n_query: tuple[int, int], n_train: tuple[int, int]):
+    def make(generator: torch.Generator):
+        q, n = _size(generator, *n_query), _size(generator, *n_train)
+        x_query = torch.rand(q, generator=generator, dtype=torch.float64) * 5
+        x_train = torch.rand(n, generator=generator, dtype=torch.float64) * 5
+        y_train = torch.randn(n, generator=generator, dtype=torch.float64)
+        bandwidth = float(torch.rand(1, generator=generator)) * 1.3 + 0.2  # in [0.2, 1.5]
+        return x_query, x_train, y_train, bandwidth
+    return make
 
 
 def reference_nadaraya_watson(x_query, x_train, y_train, bandwidth):
@@ -32,74 +67,141 @@ def reference_nadaraya_watson(x_query, x_train, y_train, bandwidth):
 
 
 def check_nadaraya_watson(student_fn) -> None:
-    """Exercise 4.1: kernel regression with a Gaussian kernel."""
-    compare_with_reference(student_fn, reference_nadaraya_watson, _regression_problem,
-                           name="Exercise 4.1 (nadaraya_watson)", atol=1e-8, rtol=1e-6)
+    """Exercise 4.1: kernel regression with a Gaussian kernel.
+
+    float64 inputs with Q and N from 1 to 12 (one query, one training point, and
+    unequal sizes) and bandwidths in [0.2, 1.5]; within 1e-8 + 1e-6 * |expected|.
+    """
+    cases = in_turn(_regression_problem((2, 9), (2, 12)), _regression_problem((1, 1), (3, 12)),
+                    _regression_problem((2, 9), (1, 1)), _regression_problem((2, 9), (2, 12)))
+    compare_with_reference(student_fn, reference_nadaraya_watson, cases, trials=6,
+                           name="Exercise 4.1 (nadaraya_watson)", atol=1e-8, rtol=1e-6,
+                           arg_names=("x_query", "x_train", "y_train", "bandwidth"))
 
 
-def _require_boolean(student_fn, args: tuple, name: str) -> None:
-    """Refuse a mask that is not boolean (True = may attend); a crash is left to
-    compare_with_reference, which reports it."""
-    try:
-        mask = student_fn(*args)
-    except Exception:
-        return
-    if torch.is_tensor(mask) and mask.dtype != torch.bool:
-        raise CheckFailed(f"{name}: a mask must be boolean (True where attention is allowed), "
-                          f"got dtype {mask.dtype}; comparisons such as < or <= give one")
+# --- Exercises 4.2 and 4.3 ------------------------------------------------------------------
+
+def _lengths(longest_is_max_len: bool):
+    def make(generator: torch.Generator):
+        batch, max_len = _size(generator, 2, 5), _size(generator, 2, 8)
+        if longest_is_max_len:
+            lengths = torch.randint(0, max_len + 1, (batch,), generator=generator)
+            lengths[0] = max_len  # one sequence with no padding at all
+        else:  # every sequence is padded: max_len is more than the longest length
+            lengths = torch.randint(0, max_len, (batch,), generator=generator)
+            lengths[-1] = 0  # and one is all padding
+        return lengths, max_len
+    return make
 
 
-def _lengths(generator: torch.Generator):
-    batch, max_len = _size(generator, 1, 5), _size(generator, 1, 8)
-    lengths = torch.randint(0, max_len + 1, (batch,), generator=generator)
-    lengths[0] = max_len  # one sequence with no padding at all
-    return lengths, max_len
+def _one_sequence(generator: torch.Generator):
+    max_len = _size(generator, 1, 6)
+    return torch.randint(0, max_len + 1, (1,), generator=generator), max_len
 
 
 def check_padding_mask(student_fn) -> None:
-    """Exercise 4.2: True at the real positions of each padded sequence."""
+    """Exercise 4.2: True at the real positions of each padded sequence.
+
+    Batches where the longest sequence fills `max_len` and batches where every
+    sequence is padded (so `max_len` matters), lengths 0, a batch of one. The
+    result must be a boolean tensor; it is compared exactly.
+    """
     name = "Exercise 4.2 (padding_mask)"
-    _require_boolean(student_fn, (torch.tensor([2, 0]), 3), name)
-    compare_with_reference(student_fn, padding_mask, _lengths, name=name)
-
-
-def _square_size(generator: torch.Generator):
-    return (_size(generator, 1, 9),)
+    run = require_dtype(student_fn, torch.bool, name, "comparisons such as < or <= give one")
+    compare_with_reference(run, padding_mask, in_turn(_lengths(True), _lengths(False), _one_sequence),
+                           name=name, trials=6, arg_names=("lengths", "max_len"))
 
 
 def check_causal_mask(student_fn) -> None:
-    """Exercise 4.3: True where query i may see key j, that is j <= i."""
+    """Exercise 4.3: True where query i may see key j, that is j <= i.
+
+    n = 1, 2 and random n up to 9; a boolean tensor, compared exactly.
+    """
     name = "Exercise 4.3 (causal_mask)"
-    _require_boolean(student_fn, (3,), name)
-    compare_with_reference(student_fn, causal_mask, _square_size, name=name)
+    run = require_dtype(student_fn, torch.bool, name, "comparisons such as < or <= give one")
+    compare_with_reference(run, causal_mask,
+                           in_turn(lambda g: (1,), lambda g: (2,), lambda g: (_size(g, 3, 9),)),
+                           name=name, trials=5, arg_names=("n",))
 
 
-def _masked_problem(generator: torch.Generator):
-    batch, lq, lk, d, dv = (_size(generator, 1, 3), _size(generator, 1, 6), _size(generator, 1, 7),
-                            _size(generator, 1, 8), _size(generator, 1, 5))
-    q = torch.randn(batch, lq, d, generator=generator, dtype=torch.float64)
-    k = torch.randn(batch, lk, d, generator=generator, dtype=torch.float64)
-    v = torch.randn(batch, lk, dv, generator=generator, dtype=torch.float64)
-    mask = torch.rand(batch, lq, lk, generator=generator) < 0.6
-    mask[0, 0] = False  # a query that may see nothing: zeros, not NaN
-    return q, k, v, mask
+# --- Exercise 4.4 ---------------------------------------------------------------------------
+
+# (rank of q, k, v; shape of the mask, from "B", "H", "Lq", "Lk" and 1; boolean or additive)
+_MASK_CASES = [
+    (3, ("B", "Lq", "Lk"), "boolean"),
+    (4, ("B", "H", "Lq", "Lk"), "additive"),
+    (3, ("Lq", "Lk"), "boolean"),
+    (4, (1, "H", "Lq", "Lk"), "boolean"),
+    (3, ("B", 1, "Lk"), "additive"),
+    (4, ("B", 1, 1, "Lk"), "boolean"),
+    (3, ("Lq", "Lk"), "additive"),
+    (4, ("B", "H", "Lq", "Lk"), "boolean"),
+    (2, ("Lq", "Lk"), "additive"),
+]
+
+
+def _masked_problem(rank: int, mask_dims: tuple, kind: str):
+    def make(generator: torch.Generator):
+        sizes = {"B": _size(generator, 1, 3), "H": _size(generator, 2, 3), "Lq": _size(generator, 2, 6),
+                 "Lk": _size(generator, 2, 7), 1: 1}
+        d, dv = _size(generator, 1, 8), _size(generator, 1, 5)
+        lead = (sizes["B"], sizes["H"])[:rank - 2]
+        q = torch.randn(*lead, sizes["Lq"], d, generator=generator, dtype=torch.float64)
+        k = torch.randn(*lead, sizes["Lk"], d, generator=generator, dtype=torch.float64)
+        v = torch.randn(*lead, sizes["Lk"], dv, generator=generator, dtype=torch.float64)
+        shape = tuple(sizes[name] for name in mask_dims)
+        allowed = torch.rand(shape, generator=generator) < 0.6
+        allowed[(0,) * (len(shape) - 1)] = False  # a query (or sequence) that may see nothing
+        if kind == "boolean":
+            return q, k, v, allowed
+        bias = torch.randn(shape, generator=generator, dtype=torch.float64)
+        return q, k, v, bias.masked_fill(~allowed, float("-inf"))  # -inf forbids
+    return make
+
+
+def _describe_mask(inputs: tuple) -> str:
+    q, mask = inputs[0], inputs[3]
+    kind = "a boolean" if mask.dtype == torch.bool else "an additive"
+    return f"{q.dim()}-D q, k, v with {kind} mask of shape {tuple(mask.shape)}"
 
 
 def check_masked_attention(student_fn) -> None:
-    """Exercise 4.4: scaled dot-product attention with a boolean mask, returning (output, weights)."""
-    compare_with_reference(student_fn, scaled_dot_product_attention, _masked_problem,
-                           name="Exercise 4.4 (masked_attention)", atol=1e-8, rtol=1e-6,
-                           item_names=("output", "weights"))
+    """Exercise 4.4: scaled dot-product attention with a boolean or additive mask,
+    returning (output, weights), NaN-free in values and gradients.
+
+    2-D, 3-D and 4-D float64 q, k, v; boolean and additive (-inf) masks of full and
+    broadcast shapes, each with a query that may see no key. Values within 1e-8 +
+    1e-6 * |expected|, then the gradients with respect to q, k and v to the same
+    tolerance.
+    """
+    name = "Exercise 4.4 (masked_attention)"
+    makers = [_masked_problem(*case) for case in _MASK_CASES]
+    with contextlib.redirect_stdout(io.StringIO()):  # one line at the end, for values and gradients
+        compare_with_reference(student_fn, scaled_dot_product_attention, in_turn(*makers), name=name,
+                               trials=len(makers), atol=1e-8, rtol=1e-6,
+                               item_names=("output", "weights"), arg_names=("q", "k", "v", "mask"))
+    generator = torch.Generator().manual_seed(4321)
+    for make in makers:
+        inputs = make(generator)
+        compare_gradients(student_fn, scaled_dot_product_attention, inputs, wrt=(0, 1, 2), name=name,
+                          case=f"on {_describe_mask(inputs)}", atol=1e-8, rtol=1e-6)
+    print(f"✅ {name}: values and gradients correct on {len(makers)} random inputs, "
+          "with boolean and additive masks.")
 
 
-def _large_logits(generator: torch.Generator):
-    rows, cols = _size(generator, 1, 4), _size(generator, 2, 6)
-    # A huge offset per row makes a naive exp() overflow; the small spread within a row
-    # keeps the answer far from one-hot, so a wrong temperature is caught too.
-    offset = 1000 * torch.randn(rows, 1, generator=generator)
-    logits = offset + 3 * torch.randn(rows, cols, generator=generator)
-    temperature = float(torch.rand(1, generator=generator)) * 2.5 + 0.5
-    return logits, temperature
+# --- Exercise 4.5 ---------------------------------------------------------------------------
+
+def _large_logits(*shape_ranges: tuple[int, int]):
+    def make(generator: torch.Generator):
+        shape = tuple(_size(generator, low, high) for low, high in shape_ranges)
+        # A huge offset per row makes a naive exp() overflow, even in float64; the small
+        # spread within a row keeps the answer far from one-hot, so a wrong temperature
+        # is caught too.
+        offset = 1000 * torch.randn(*shape[:-1], 1, generator=generator, dtype=torch.float64)
+        logits = offset + 3 * torch.randn(shape, generator=generator, dtype=torch.float64)
+        temperature = float(torch.rand(1, generator=generator)) * 2.5 + 0.5
+        return logits, temperature
+    return make
 
 
 def reference_softmax_with_temperature(logits, temperature):
@@ -107,9 +209,16 @@ def reference_softmax_with_temperature(logits, temperature):
 
 
 def check_softmax_with_temperature(student_fn) -> None:
-    """Exercise 4.5: a softmax with temperature that survives huge logits."""
-    compare_with_reference(student_fn, reference_softmax_with_temperature, _large_logits,
-                           name="Exercise 4.5 (softmax_with_temperature)")
+    """Exercise 4.5: a softmax with temperature that survives huge logits.
+
+    float64 logits of 1, 2 and 3 dimensions with offsets in the thousands,
+    temperatures in [0.5, 3]; within 1e-10 + 1e-8 * |expected|.
+    """
+    cases = in_turn(_large_logits((2, 4), (2, 6)), _large_logits((2, 3), (2, 4), (2, 5)),
+                    _large_logits((2, 6)))
+    compare_with_reference(student_fn, reference_softmax_with_temperature, cases,
+                           name="Exercise 4.5 (softmax_with_temperature)", trials=6,
+                           atol=1e-10, rtol=1e-8, arg_names=("logits", "temperature"))
 
 
 __all__ = ["check_nadaraya_watson", "check_padding_mask", "check_causal_mask",
