@@ -192,3 +192,12 @@ def test_an_endless_loop_ends_in_a_verdict(monkeypatch):
 
     with pytest.raises(CheckFailed, match="did not return within 0.2 s"):
         compare_with_reference(endless, lambda x: x, make_pair, name="loop")
+
+
+def test_verdicts_show_booleans_and_tiny_differences_readably():
+    mask = torch.tensor([True, False, True])
+    assert verdict(torch.tensor([True, True, True]), mask) == (
+        "1 of 3 values are wrong; the first is at index (1,): expected False, got True")
+    expected = torch.tensor([0.1], dtype=torch.float64)
+    got = expected + 1e-9
+    assert "expected 0.10000000000000001, got 0.10000000100000001" in verdict(got, expected, 0, 0)

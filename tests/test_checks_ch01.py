@@ -94,7 +94,14 @@ def loss_summed_then_divided(logits, targets, pad_id):
     return total / keep.sum()
 
 
-@pytest.mark.parametrize("student", [loss_by_hand, loss_summed_then_divided])
+def loss_with_zero_class_weight(logits, targets, pad_id):
+    weight = torch.ones(logits.shape[-1], dtype=logits.dtype)
+    weight[pad_id] = 0  # a weighted mean with weight 0 on padding is the mean over real ones
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), weight=weight)
+
+
+@pytest.mark.parametrize("student", [loss_by_hand, loss_summed_then_divided,
+                                     loss_with_zero_class_weight])
 def test_1_2_accepts_right_answers_written_differently(student, capsys):
     check_sequence_loss(student)
     assert "the gradient with respect to the logits is right too" in capsys.readouterr().out
@@ -127,6 +134,13 @@ def loss_detached(logits, targets, pad_id):
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id).detach()
 
 
+def loss_clamps_probabilities_in_place(logits, targets, pad_id):
+    probs = torch.softmax(logits, dim=-1)
+    probs.clamp_(min=1e-12)  # softmax's backward needs its output: backward raises
+    picked = probs.log().gather(2, targets[..., None])[..., 0]
+    return -picked[targets != pad_id].mean()
+
+
 def loss_in_numpy(logits, targets, pad_id):
     x = logits.numpy()  # fails once logits require grad
     log_probs = x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) - x.max(
@@ -145,6 +159,8 @@ def loss_in_numpy(logits, targets, pad_id):
     (loss_as_python_float, r"expected a tensor of shape \(\) and dtype torch.float32, got a float"),
     (loss_marks_padding_in_place, r"changed its `targets` in place"),
     (loss_detached, r"pad_id=3, the result does not depend on the inputs through autograd"),
+    (loss_clamps_probabilities_in_place, r"pad_id=3, the backward pass through your function raised "
+                                         r"RuntimeError: one of the variables needed"),
 ])
 def test_1_2_names_what_is_wrong(student, match):
     fails(check_sequence_loss, student, match)
@@ -165,11 +181,29 @@ def decode_with_cat(model, src, src_lengths, max_len):
     return produced
 
 
+def decode_rows_then_trim(model, src, src_lengths, max_len):
+    """Each row on its own for max_len steps, then cut after the first step at which
+    every row has written <eos>."""
+    rows = []
+    for b in range(len(src)):
+        memory = model.encoder(src[b:b + 1], src_lengths[b:b + 1])
+        state, token, row = model.decoder.init_state(memory), torch.tensor([model.bos_id]), []
+        for _ in range(max_len):
+            logits, state, _ = model.decoder.step(token, state, memory)
+            token = logits.argmax(dim=-1)
+            row.append(token)
+        rows.append(torch.cat(row))
+    tokens = torch.stack(rows)
+    done = (tokens == model.eos_id).cummax(dim=1).values.all(dim=0)
+    return tokens[:, :int(done.nonzero()[0]) + 1] if done.any() else tokens
+
+
 def test_1_3_accepts_a_right_answer_written_differently(capsys):
     check_greedy_decode(decode_with_cat)
     check_greedy_decode(lambda model, src, lengths, max_len: greedy_decode(
         model, src, lengths, max_len)[0])
-    assert capsys.readouterr().out.count("✅ Exercise 1.3") == 2
+    check_greedy_decode(decode_rows_then_trim)
+    assert capsys.readouterr().out.count("✅ Exercise 1.3") == 3
 
 
 def decoder(stop, steps=lambda max_len: max_len, keep_bos=False):
@@ -202,6 +236,11 @@ every_row_finished = decoder(lambda latest, finished: finished.all())
     (decoder(lambda latest, finished: finished.all(), steps=lambda max_len: max_len - 1),
      r"on test 4 of 11.*5\): wrong shape: expected \(4, 5\), got \(4, 4\)"),
     (decoder(lambda latest, finished: finished.all(), keep_bos=True), r"on test 1 of 11.*wrong shape"),
+    (lambda model, src, lengths, max_len: every_row_finished(
+        model, src, torch.full_like(lengths, src.shape[1]), max_len),  # reads the padding too
+     r"on test 1 of 11.*values are wrong"),
+    (lambda model, src, lengths, max_len: every_row_finished(model, src, lengths, max_len).int(),
+     r"on test 1 of 11.*wrong dtype: expected torch.int64, got torch.int32"),
     (lambda model, src, lengths, max_len: list(every_row_finished(model, src, lengths, max_len)),
      r"expected a tensor of shape \(4, 4\) and dtype torch.int64, got a list"),
 ])
@@ -246,7 +285,14 @@ def accuracy_from_errors(examples, predictions, edges):
     return result
 
 
-@pytest.mark.parametrize("student", [accuracy_with_numpy, accuracy_from_errors])
+def accuracy_in_float32(examples, predictions, edges):
+    """A mean taken by torch in float32: 0.523809552 for 11/21, right to 3e-8."""
+    return buckets(examples, predictions, edges,
+                   value=lambda right: torch.tensor(right).float().mean().item())
+
+
+@pytest.mark.parametrize("student", [accuracy_with_numpy, accuracy_from_errors,
+                                     accuracy_in_float32])
 def test_1_4_accepts_right_answers_written_differently(student, capsys):
     check_accuracy_by_length(student)
     assert "✅ Exercise 1.4" in capsys.readouterr().out

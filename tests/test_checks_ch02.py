@@ -116,8 +116,17 @@ def softmax_in_float64(scores, mask):
                                   else mask).float()
 
 
+def softmax_log_sum_exp(scores, mask):
+    """exp(x - logsumexp(x)), on rows that have something to attend to: less precise than
+    subtracting the maximum for scores in the hundreds, and still right (GRAD_TOL)."""
+    x = as_scores(scores, mask)
+    anything = torch.isfinite(x).any(dim=-1, keepdim=True)
+    safe = torch.where(anything, x, 0.0)
+    return torch.where(anything, torch.exp(safe - torch.logsumexp(safe, -1, keepdim=True)), 0.0)
+
+
 @pytest.mark.parametrize("student", [softmax_divides_by_one, softmax_zeroes_empty_rows,
-                                     softmax_in_float64])
+                                     softmax_in_float64, softmax_log_sum_exp])
 def test_2_2_accepts_right_answers_written_differently(student, capsys):
     check_masked_softmax(student)
     assert "gradients are right and finite in every case" in capsys.readouterr().out
@@ -182,6 +191,42 @@ def softmax_detached(scores, mask):
     return softmax_divides_by_one(scores.detach(), mask)
 
 
+def softmax_float64_without_max(scores, mask):
+    """float64 holds exp(300), so without the maximum this passed rows in the hundreds."""
+    x = as_scores(scores.double(), mask.double() if mask.is_floating_point() else mask)
+    exp = torch.exp(x)
+    total = exp.sum(dim=-1, keepdim=True)
+    return (exp / torch.where(total > 0, total, 1)).float()
+
+
+def softmax_unsqueezes_boolean_masks(scores, mask):
+    """Reads every 2-D boolean mask of 3-D scores as (B, S) padding: wrong for a (T, S) one."""
+    if mask.dtype == torch.bool and scores.dim() == 3 and mask.dim() == 2:
+        mask = mask[:, None, :]
+    return softmax_divides_by_one(scores, mask)
+
+
+def softmax_empty_rows_from_additive_mask(scores, mask):
+    """Finds the empty rows of an additive mask in the mask only, not in the scores' -inf."""
+    x = as_scores(scores, mask)
+    allowed = x > NEG_INF if mask.dtype == torch.bool else (mask > NEG_INF).expand_as(x)
+    anything = allowed.any(dim=-1, keepdim=True)
+    return torch.where(anything, torch.softmax(torch.where(anything, x, 0.0), dim=-1), 0.0)
+
+
+def softmax_reads_1d_mask_as_rows(scores, mask):
+    """Reads a 1-D mask as one flag per row of the batch, (B, 1): wrong for an (S,) mask."""
+    return softmax_divides_by_one(scores, mask[:, None] if mask.dim() == 1 else mask)
+
+
+def softmax_detached_total(scores, mask):
+    x = as_scores(scores, mask)
+    row_max = x.amax(dim=-1, keepdim=True)
+    exp = torch.exp(x - torch.where(row_max > NEG_INF, row_max, 0).detach())
+    total = exp.sum(dim=-1, keepdim=True).detach()
+    return exp / torch.where(total > 0, total, 1)
+
+
 def softmax_in_numpy(scores, mask):
     x = as_scores(scores, mask).numpy()  # fails once scores require grad
     row_max = np.where(np.isfinite(x).any(-1, keepdims=True), x.max(-1, keepdims=True), 0)
@@ -201,6 +246,15 @@ def softmax_in_numpy(scores, mask):
     (softmax_nan_to_num, r"additive mask.*gradient with respect to argument 1 contains NaN or inf"),
     (softmax_naive, r"a boolean mask, padding and a fully masked row .*: the result contains NaN"),
     (softmax_without_max, r"fully masked row \(mask of shape \(2, 3\)\): 3 of 6 values are wrong"),
+    (softmax_float64_without_max, r"rows near \+1000 and -1000 .*: the result contains NaN"),
+    (softmax_unsqueezes_boolean_masks, r"a boolean \(T, S\) mask, broadcast over B \(mask of shape "
+                                       r"\(2, 3\)\): \d+ of 12 values are wrong"),
+    (softmax_empty_rows_from_additive_mask, r"already hold -inf \(a whole row\) and an additive mask "
+                                            r".*: the result contains NaN"),
+    (softmax_reads_1d_mask_as_rows, r"a boolean \(S,\) mask, broadcast over B \(mask of shape \(3,\)\), "
+                                    r"your function raised RuntimeError"),
+    (softmax_detached_total, r"fully masked row \(mask of shape \(2, 3\)\), the gradient with respect "
+                             r"to argument 1 is wrong"),
     (softmax_wrong_axis, r"values are wrong"),
     (softmax_over_dim_1, r"scores of shape \(2, 2, 3\) and a boolean \(B, 1, S\) mask"),
     (softmax_full_masks_only, r"boolean \(B, 1, S\) mask.*raised IndexError.*'x\[~mask\] = NEG_INF'"),
@@ -217,7 +271,11 @@ def test_2_2_every_mask_form_and_shape_is_tested():
     cases = _masked_softmax_cases(torch.Generator().manual_seed(1234))
     forms = {(scores.dim(), mask.dtype == torch.bool, mask.shape == scores.shape)
              for _, scores, mask in cases}
-    assert forms >= {(2, True, True), (2, False, True), (3, True, False), (3, False, False)}
+    assert forms >= {(2, True, True), (2, False, True), (3, True, False), (3, False, False),
+                     (2, True, False)}
+    shapes = {(scores.dim(), mask.dtype == torch.bool, mask.dim()) for _, scores, mask in cases}
+    assert {(3, True, 2), (3, False, 2), (2, True, 1)} <= shapes  # (T, S) both forms; (S,)
+    assert max(scores[scores.isfinite()].abs().max() for _, scores, _ in cases) > 900
     from attnbook.checks.ch02 import reference_masked_softmax
     empty_rows = [bool((reference_masked_softmax(s, m).sum(-1) == 0).any()) for _, s, m in cases]
     assert sum(empty_rows) >= 4

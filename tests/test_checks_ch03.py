@@ -163,7 +163,16 @@ def local_loop(scores, centers, mask, half_width):
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("student", [local_with_helpers, local_loop])
+def local_fills_minus_1e9(scores, centers, mask, half_width):
+    """torch.softmax with -1e9 outside the window, then zero there: an empty row's uniform
+    weights become zeros, and masked_fill passes no gradient to the filled places."""
+    positions = torch.arange(scores.shape[1])[None, :]
+    allowed = ((positions - centers.round()[:, None]).abs() <= half_width) & mask
+    weights = torch.softmax(scores.masked_fill(~allowed, -1e9), dim=-1) * allowed
+    return weights * torch.exp(-((positions - centers[:, None]) ** 2) / (2 * (half_width / 2) ** 2))
+
+
+@pytest.mark.parametrize("student", [local_with_helpers, local_loop, local_fills_minus_1e9])
 def test_3_4_accepts_right_answers_written_differently(student, capsys):
     check_local_p_weights(student)
     assert "gradients with respect to the scores and the centres are right too" in capsys.readouterr().out
@@ -184,6 +193,14 @@ def naive_softmax(scores, allowed):
     return torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
 
 
+def local_window_around_unrounded_centre(scores, centers, mask, half_width):
+    """|s - p| <= D with the unrounded p: one position fewer in most windows."""
+    positions = torch.arange(scores.shape[1])[None, :]
+    allowed = ((positions - centers[:, None]).abs() <= half_width) & mask
+    weights = masked_softmax(scores, allowed)
+    return weights * torch.exp(-((positions - centers[:, None]) ** 2) / (2 * (half_width / 2) ** 2))
+
+
 def local_rounds_centers_in_place(scores, centers, mask, half_width):
     window = (torch.arange(scores.shape[1])[None, :] - centers.round_()[:, None]).abs() <= half_width
     return local(scores, centers, mask, half_width) * window
@@ -199,6 +216,10 @@ def local_rounds_centers_in_place(scores, centers, mask, half_width):
      r"a row whose window holds only padding \(D = 1\): the result contains NaN"),
     (lambda *a: local(*a, renormalise=True), r"values are wrong"),
     (local_rounds_centers_in_place, r"changed its `centers` in place"),
+    (lambda *a: local(*a, sigma=lambda D: D // 2), r"past both ends.*values are wrong"),
+    (local_window_around_unrounded_centre, r"D = 1 in a long input: \d+ of 48 values are wrong"),
+    (lambda s, c, m, D: local(s, c, m, D).double(), r"past both ends.*wrong dtype: expected "
+                                                    r"torch.float32, got torch.float64"),
     (lambda *a: local(*a, centre_of_bump=lambda c: torch.tensor(c.tolist())),
      r"past both ends.*the gradient with respect to argument 2 is wrong"),
 ])
@@ -220,6 +241,7 @@ def test_3_5_accepts_right_answers_written_differently(precomputed, from_scratch
 
 @pytest.mark.parametrize("precomputed, from_scratch, match", [
     (80 * 128, 80 * 128 * 128, r"from scratch\): 1310720 is not right\. W k costs d \* d"),
+    (80 * 128, 128 * 128 + 80 * 128, r"from scratch\): 26624 is not right"),  # q^T W first
     (80 * 128 * 128, 80 * 128 * 128 + 80 * 128, r"precomputed\): 1310720 is not right"),
     (80 * 128 / 1, 80 * 128 * 129, r"precomputed\): the answer must be a whole number \(an int\), "
                                    r"got a float \(10240.0\)"),

@@ -202,7 +202,7 @@ def test_4_4_passes_correct_answers_written_differently(student, capsys):
 
 @pytest.mark.parametrize("student, verdict", [
     (attention_nan_to_num, "additive mask .* the values are right but the gradient with respect to "
-                           "argument 1 contains NaN"),
+                           "`q` contains NaN"),
     (attention_boolean_only, r"your function raised TypeError: ~ .*\(line \d+: 'scores = "),
     (attention_3d_only, "your function raised RuntimeError"),
     (attention_mask_inverted, "values are wrong"),
@@ -279,3 +279,146 @@ def test_4_5_rejects_wrong_answers(student, verdict):
     with pytest.raises(CheckFailed, match=verdict):
         check_softmax_with_temperature(student)
 
+
+
+# --- Second review: answers the first version of these tests did not try -------------------
+
+
+def nw_train_by_query(x_query, x_train, y_train, bandwidth):
+    """Correct, written differently: scores laid out (N, Q), softmax over the training points."""
+    scores = -((x_train[:, None] - x_query[None, :]) ** 2) / (2 * bandwidth**2)
+    return y_train @ torch.softmax(scores, dim=0)
+
+
+def nw_squeezed(x_query, x_train, y_train, bandwidth):
+    """Wrong for a single query: (Q, 1).squeeze() is 0-d when Q = 1."""
+    weights = torch.softmax(-((x_query[:, None] - x_train) ** 2) / (2 * bandwidth**2), dim=-1)
+    return (weights @ y_train[:, None]).squeeze()
+
+
+def test_4_1_second_review(capsys):
+    check_nadaraya_watson(nw_train_by_query)
+    assert "✅ Exercise 4.1" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match=r"inputs \(shape \(1,\),.*wrong shape: expected \(1,\), got \(\)"):
+        check_nadaraya_watson(nw_squeezed)
+    with pytest.raises(CheckFailed, match="values are wrong"):  # h, not h^2
+        check_nadaraya_watson(lambda xq, xt, yt, h: nw_explicit_kernel(xq, xt, yt, math.sqrt(h)))
+
+
+def attention_2d_mask_expanded_over_batch(q, k, v, mask):
+    """Wrong on 4-D inputs: expands an (Lq, Lk) mask to (B, Lq, Lk), as for 3-D inputs."""
+    if mask.dim() == 2 and q.dim() >= 3:
+        mask = mask.expand(q.shape[0], -1, -1)
+    return scaled_dot_product_attention(q, k, v, mask)
+
+
+def attention_2d_mask_as_batch_rows(q, k, v, mask):
+    """Wrong on 4-D inputs: reads a 2-D mask as (B, Lk) padding and broadcasts it that way."""
+    if q.dim() == 4 and mask.dim() == 2:
+        mask = mask[:, None, None, :]
+    return scaled_dot_product_attention(q, k, v, mask)
+
+
+def attention_logsumexp(q, k, v, mask):
+    """Wrong: exp(s - logsumexp(s)) with the dead rows' -inf replaced; NaN gradients remain."""
+    scores = scores_of(q, k, mask)
+    lse = torch.logsumexp(scores, dim=-1, keepdim=True)
+    weights = torch.exp(scores - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse)))
+    return weights @ v, weights
+
+
+def attention_in_place_exp(q, k, v, mask):
+    """Wrong: exp_() and div_() overwrite what autograd needs for the backward pass."""
+    scores = scores_of(q, k, mask)
+    row_max = scores.amax(dim=-1, keepdim=True)
+    exp = (scores - torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))).exp_()
+    total = exp.sum(dim=-1, keepdim=True)
+    weights = exp.div_(torch.where(total > 0, total, torch.ones_like(total)))
+    return weights @ v, weights
+
+
+def attention_scale_by_value_width(q, k, v, mask):
+    return scaled_dot_product_attention(q, k, v, mask, scale=1 / math.sqrt(v.shape[-1]))
+
+
+def attention_huge_negative_then_zero(q, k, v, mask):
+    """Correct, written differently: -1e9 for forbidden keys, then multiply by the allowed set."""
+    allowed = mask if mask.dtype == torch.bool else torch.isfinite(mask)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask.dtype != torch.bool:
+        scores = scores + torch.where(allowed, mask, torch.zeros_like(mask))
+    weights = torch.softmax(scores.masked_fill(~allowed, -1e9), dim=-1) * allowed
+    return weights @ v, weights
+
+
+def attention_row_loop(q, k, v, mask):
+    """Correct, written differently: one row at a time, zeros for a row that sees nothing."""
+    scores = scores_of(q, k, mask)
+    rows = [torch.zeros_like(r) if torch.isinf(r).all() else torch.softmax(r, dim=0)
+            for r in scores.reshape(-1, scores.shape[-1])]
+    weights = torch.stack(rows).reshape(scores.shape)
+    return weights @ v, weights
+
+
+@pytest.mark.parametrize("student", [attention_huge_negative_then_zero, attention_row_loop])
+def test_4_4_second_review_passes(student, capsys):
+    check_masked_attention(student)
+    assert "✅ Exercise 4.4" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("student, verdict", [
+    # an (Lq, Lk) mask on 4-D inputs: not in the old check's cases, so both got through
+    (attention_2d_mask_expanded_over_batch,
+     r"inputs \(shape \(\d, \d, \d, \d\), .*shape \(\d, \d\)\), your function raised ValueError"),
+    (attention_2d_mask_as_batch_rows, r"shape \(\d, \d\)\): the output \(item 0\): .*values are wrong"),
+    (attention_logsumexp, "additive mask .* gradient with respect to `q` contains NaN"),
+    (attention_in_place_exp, "the backward pass through your function raised RuntimeError: one of the "
+                             "variables needed for gradient computation has been modified"),
+    (attention_scale_by_value_width, "values are wrong"),
+])
+def test_4_4_second_review_rejects(student, verdict):
+    with pytest.raises(CheckFailed, match=verdict):
+        check_masked_attention(student)
+
+
+def softmax_shift_by_mean(logits, temperature):
+    """Wrong: shifting by the mean cancels a row's offset but not a spread of thousands."""
+    scaled = logits / temperature
+    exp = torch.exp(scaled - scaled.mean(dim=-1, keepdim=True))
+    return exp / exp.sum(-1, keepdim=True)
+
+
+def softmax_shift_by_first(logits, temperature):
+    scaled = logits / temperature
+    exp = torch.exp(scaled - scaled[..., :1])
+    return exp / exp.sum(-1, keepdim=True)
+
+
+def softmax_clamped_exponent(logits, temperature):
+    """Correct, written differently: exponents clamped at -700 (exp would underflow there anyway)."""
+    scaled = logits / temperature
+    exp = torch.exp((scaled - scaled.amax(dim=-1, keepdim=True)).clamp_min(-700))
+    return exp / exp.sum(-1, keepdim=True)
+
+
+def test_4_5_second_review_passes(capsys):
+    check_softmax_with_temperature(softmax_clamped_exponent)
+    assert "✅ Exercise 4.5" in capsys.readouterr().out
+    assert torch.softmax(torch.zeros(2), 0).tolist() == [0.5, 0.5]  # PyTorch's softmax is back
+
+
+@pytest.mark.parametrize("student, verdict", [
+    # both passed the old check, whose rows had a huge offset but a small spread
+    (softmax_shift_by_mean, r"shape \(\d, \d\), [\d.]+\): the result contains NaN"),
+    (softmax_shift_by_first, "the result contains NaN"),
+    # the exercise says not to call PyTorch's softmax; the old check could not see it
+    (lambda logits, t: torch.softmax(logits / t, dim=-1), "calls torch.softmax, which the exercise"),
+    (lambda logits, t: torch.nn.functional.softmax(logits / t, dim=-1), "calls F.softmax"),
+    (lambda logits, t: (logits / t).softmax(-1), "calls Tensor.softmax"),
+    (lambda logits, t: torch.log_softmax(logits / t, -1).exp(), "calls torch.log_softmax"),
+])
+def test_4_5_second_review_rejects(student, verdict):
+    with pytest.raises(CheckFailed, match=verdict):
+        check_softmax_with_temperature(student)
+    assert torch.softmax(torch.zeros(2), 0).tolist() == [0.5, 0.5]
+    assert torch.Tensor.softmax is torch._C.TensorBase.softmax

@@ -210,3 +210,105 @@ def test_5_5_accepts_the_number_written_differently(capsys):
 def test_5_5_rejects_wrong_answers(answer, verdict):
     with pytest.raises(CheckFailed, match=verdict):
         check_weights_memory(answer)
+
+
+# --- Second review: answers the first version of these tests did not try -------------------
+
+
+def cross_attention_batch_loop(x, memory, w_q, w_k, w_v):
+    """Correct, written differently: one batch element at a time, stacked."""
+    pairs = [attend(x[b:b + 1] @ w_q, memory[b:b + 1] @ w_k, memory[b:b + 1] @ w_v) for b in range(len(x))]
+    return torch.cat([o for o, _ in pairs]), torch.cat([w for _, w in pairs])
+
+
+def test_5_1_second_review(capsys):
+    check_cross_attention(cross_attention_batch_loop)
+    assert "✅ Exercise 5.1" in capsys.readouterr().out
+    with pytest.raises(CheckFailed,
+                       match=r"the output \(item 0\): wrong shape: expected \([23], \d, \d\), got \(1,"):
+        check_cross_attention(lambda x, memory, w_q, w_k, w_v: tuple(  # the first batch element only
+            t[None] for t in scaled_dot_product_attention(x[0] @ w_q, memory[0] @ w_k, memory[0] @ w_v)))
+    with pytest.raises(CheckFailed, match="changed its `memory` in place"):
+        check_cross_attention(lambda x, memory, w_q, w_k, w_v: attend(
+            x @ w_q, memory.mul_(1 / math.sqrt(w_q.shape[1])) @ w_k, memory @ w_v))
+
+
+def causal_renormalised(x, w_q, w_k, w_v):
+    """Correct, written differently: softmax over all keys, zero the future, renormalise."""
+    scores = (x @ w_q) @ (x @ w_k).transpose(1, 2) / math.sqrt(w_q.shape[1])
+    weights = torch.softmax(scores, dim=-1) * causal_mask(x.shape[1])
+    weights = weights / weights.sum(-1, keepdim=True)
+    return weights @ (x @ w_v), weights
+
+
+def causal_not_renormalised(x, w_q, w_k, w_v):
+    scores = (x @ w_q) @ (x @ w_k).transpose(1, 2) / math.sqrt(w_q.shape[1])
+    weights = torch.softmax(scores, dim=-1) * causal_mask(x.shape[1])
+    return weights @ (x @ w_v), weights
+
+
+def causal_tril_of_scores(x, w_q, w_k, w_v):
+    """Wrong: tril() puts a score of 0, not -inf, on the future keys."""
+    scores = ((x @ w_q) @ (x @ w_k).transpose(1, 2) / math.sqrt(w_q.shape[1])).tril()
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ (x @ w_v), weights
+
+
+def test_5_2_second_review(capsys):
+    check_causal_self_attention(causal_renormalised)
+    assert "✅ Exercise 5.2" in capsys.readouterr().out
+    for student in (causal_not_renormalised, causal_tril_of_scores):
+        with pytest.raises(CheckFailed, match=r"the output \(item 0\): \d+ of \d+ values are wrong"):
+            check_causal_self_attention(student)
+
+
+@pytest.mark.parametrize("student", [
+    lambda perm: torch.sort(perm).indices,
+    lambda perm: torch.nn.functional.one_hot(perm, len(perm)).T @ torch.arange(len(perm)),
+    lambda perm: torch.tensor([perm.tolist().index(i) for i in range(len(perm))]),
+])
+def test_5_3_second_review_passes(student, capsys):
+    check_inverse_permutation(student)
+    assert "✅ Exercise 5.3" in capsys.readouterr().out
+
+
+def test_5_3_second_review_rejects():
+    with pytest.raises(CheckFailed, match="values are wrong"):
+        check_inverse_permutation(lambda perm: perm.argsort(descending=True))
+    with pytest.raises(CheckFailed, match="expected a tensor .* got a ndarray"):
+        check_inverse_permutation(lambda perm: perm.numpy().argsort())
+
+
+def path_length_from_connections(connections):
+    """Wrong by one: starts from one layer (connections) instead of the identity."""
+    return max(path_length_by_powers(connections) - 1, 0)
+
+
+def path_length_until_all_reached(connections):
+    """Wrong: waits until everyone has reached everyone (bounded, so it ends), not until it stops."""
+    n, reach, layers = len(connections), torch.eye(len(connections), dtype=torch.bool), 0
+    while not reach.all() and layers < n:
+        reach, layers = (connections.int() @ reach.int()) > 0, layers + 1
+    return layers
+
+
+def test_5_4_second_review(capsys):
+    import numpy as np
+
+    check_max_path_length(lambda connections: np.int64(path_length_by_powers(connections)))
+    assert "✅ Exercise 5.4" in capsys.readouterr().out
+    for student in (path_length_from_connections, path_length_until_all_reached):
+        with pytest.raises(CheckFailed, match=r"expected \d+, got \d+"):
+            check_max_path_length(student)
+    with pytest.raises(CheckFailed, match=r"expected an int \(\d+\), got a str"):
+        check_max_path_length(lambda connections: str(path_length_by_powers(connections)))
+
+
+@pytest.mark.parametrize("answer, verdict", [
+    (12 * 1024 * 1024, "is not right"),  # one sequence of the batch
+    ("100663296", "must be a whole number .* got a str"),
+    (1.00663296e8, "must be a whole number .* got a float"),
+])
+def test_5_5_second_review(answer, verdict):
+    with pytest.raises(CheckFailed, match=verdict):
+        check_weights_memory(answer)

@@ -199,3 +199,114 @@ def test_6_4_passes_a_correct_answer_written_differently(capsys):
 def test_6_4_rejects_wrong_answers(student, verdict):
     with pytest.raises(CheckFailed, match=verdict):
         check_alibi_bias(student)
+
+
+# --- Second review: answers the first version of these tests did not try -------------------
+
+
+def table_python_loop(n_positions, d_model):
+    """Correct, written differently: math.sin and math.cos entry by entry."""
+    def entry(p, c):
+        angle = p / 10_000 ** (2 * (c // 2) / d_model)
+        return math.sin(angle) if c % 2 == 0 else math.cos(angle)
+    return torch.tensor([[entry(p, c) for c in range(d_model)] for p in range(n_positions)],
+                        dtype=torch.float32)
+
+
+def test_6_1_second_review(capsys):
+    check_sinusoidal_table(table_python_loop)
+    assert "✅ Exercise 6.1" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match=r"values are wrong; the first is at index \(0, 0\)"):
+        check_sinusoidal_table(lambda n, d: table_python_loop(n + 1, d)[1:])  # positions from 1
+    with pytest.raises(CheckFailed, match=r"wrong shape: expected \(\d+, \d+\), got \(\d+, 16\)"):
+        check_sinusoidal_table(lambda n, d: table_python_loop(n, 16))  # the width of the notebook
+
+
+def rope_rotate_every_two(x, positions):
+    """Correct, written differently: x * cos + rotate_every_two(x) * sin, angles interleaved."""
+    d = x.shape[-1]
+    theta = 10_000 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    angles = (positions.double()[:, None] * theta).repeat_interleave(2, dim=-1)
+    rotated = torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)
+    return x * angles.cos().to(x.dtype) + rotated * angles.sin().to(x.dtype)
+
+
+def rope_repeat_not_interleave(x, positions):
+    """Wrong: adjacent pairs, but the angles repeated as [theta, theta] (the half-split layout)."""
+    d = x.shape[-1]
+    theta = 10_000 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    angles = (positions.double()[:, None] * theta).repeat(1, 2)
+    rotated = torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)
+    return x * angles.cos().to(x.dtype) + rotated * angles.sin().to(x.dtype)
+
+
+def rope_updates_even_first(x, positions):
+    """Wrong: writes the new even dimensions, then computes the odd ones from them."""
+    d = x.shape[-1]
+    angles = positions.double()[:, None] * 10_000 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    out = x.clone()
+    out[..., 0::2] = out[..., 0::2] * cos - out[..., 1::2] * sin
+    out[..., 1::2] = out[..., 0::2] * sin + out[..., 1::2] * cos
+    return out
+
+
+def rope_pairs_by_3d_slicing(x, positions):
+    """Wrong beyond 3-D: x[:, :, 0::2] slices the length of a 4-D x, not its width."""
+    d = x.shape[-1]
+    angles = positions.double()[:, None] * 10_000 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    even, odd = x[:, :, 0::2], x[:, :, 1::2]
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+
+
+def test_6_2_second_review(capsys):
+    check_rope(rope_rotate_every_two)
+    assert "✅ Exercise 6.2" in capsys.readouterr().out
+    for student in (rope_repeat_not_interleave, rope_updates_even_first):
+        with pytest.raises(CheckFailed, match="values are wrong"):
+            check_rope(student)
+    with pytest.raises(CheckFailed, match=r"raised RuntimeError.*\(line \d+: 'return torch.stack"):
+        check_rope(rope_pairs_by_3d_slicing)
+
+
+def slopes_paper_code(n_heads):
+    """Correct, written differently: the ALiBi paper's own recursion."""
+    def power_of_two(n):
+        start = 2 ** (-2 ** -(math.log2(n) - 3))
+        return [start * start**i for i in range(n)]
+    if math.log2(n_heads).is_integer():
+        return power_of_two(n_heads)
+    p = 2 ** math.floor(math.log2(n_heads))
+    return power_of_two(p) + slopes_paper_code(2 * p)[0::2][:n_heads - p]
+
+
+def slopes_odd_of_2p(n_heads):
+    """Wrong: the slopes of 2P at the odd indices 1, 3, 5, ... instead of 0, 2, 4, ..."""
+    p = 2 ** math.floor(math.log2(n_heads))
+    extra = [2 ** (-8 * (h + 1) / (2 * p)) for h in range(1, 2 * p, 2)][:n_heads - p]
+    return [2 ** (-8 * (h + 1) / p) for h in range(p)] + extra
+
+
+def test_6_3_second_review(capsys):
+    check_alibi_slopes(slopes_paper_code)
+    check_alibi_slopes(lambda n: torch.tensor(slopes_paper_code(n), dtype=torch.float32))
+    assert capsys.readouterr().out.count("✅") == 2
+    with pytest.raises(CheckFailed, match=r"inputs \(3\).*values are wrong"):
+        check_alibi_slopes(slopes_odd_of_2p)
+    # a list that is not a flat list of numbers: a verdict about the answer, not a crash in the check
+    with pytest.raises(CheckFailed, match=r"on inputs \(1\), your function returned a list that is not "
+                                          r"a flat list of numbers \(expected sequence"):
+        check_alibi_slopes(lambda n: [[1.0], [2.0, 3.0]])
+    with pytest.raises(CheckFailed, match="not a flat list of numbers"):
+        check_alibi_slopes(lambda n: ["0.5"] * n)
+
+
+def test_6_4_second_review(capsys):
+    check_alibi_bias(lambda h, q, k: alibi_loop(h, k, k)[:, k - q:])  # all positions, the last rows
+    assert "✅ Exercise 6.4" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match="values are wrong"):  # the first rows
+        check_alibi_bias(lambda h, q, k: alibi_loop(h, k, k)[:, :q])
+    with pytest.raises(CheckFailed, match="values are wrong"):  # -inf on the future keys
+        check_alibi_bias(lambda h, q, k: alibi_loop(h, q, k).masked_fill(
+            torch.arange(k)[None] > (torch.arange(q) + k - q)[:, None], float("-inf")))

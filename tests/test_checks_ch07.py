@@ -236,3 +236,99 @@ def test_7_5_accepts_the_count_written_differently(capsys):
 def test_7_5_rejects_wrong_answers(answer, verdict):
     with pytest.raises(CheckFailed, match=verdict):
         check_parameter_count(answer)
+
+
+# --- Second review: answers the first version of these tests did not try -------------------
+
+
+def test_7_1_second_review(capsys):
+    check_split_heads(lambda x, n_heads: torch.stack(x.split(x.shape[-1] // n_heads, dim=-1), dim=1))
+    assert "✅ Exercise 7.1" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match="wrong shape"):  # chunks of width n_heads, not n_heads chunks
+        check_split_heads(lambda x, n_heads: torch.stack(x.split(n_heads, dim=-1), dim=1))
+    with pytest.raises(CheckFailed, match="changed its `x` in place"):
+        check_split_heads(lambda x, n_heads: split_with_chunks(x.mul_(2.0), n_heads))
+
+
+def test_7_2_second_review(capsys):
+    check_merge_heads(lambda x: x.transpose(1, 2).contiguous().view(x.shape[0], x.shape[2], -1))
+    assert "✅ Exercise 7.2" in capsys.readouterr().out
+    # squeeze() drops a batch and a length of 1: the old check never had both at once
+    with pytest.raises(CheckFailed,
+                       match=r"inputs \(shape \(1, \d, 1, \d\)\): wrong shape: expected \(1, 1, \d+\)"):
+        check_merge_heads(lambda x: merge_with_cat(x).squeeze())
+    with pytest.raises(CheckFailed, match="values are wrong"):  # head-major inside each column block
+        check_merge_heads(lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1))
+
+
+def heads_loop_runs_the_module(mha, query, key, value, mask=None):
+    return mha(query, key, value, mask)[0]
+
+
+def heads_loop_runs_a_copy(mha, query, key, value, mask=None):
+    import copy
+
+    return copy.deepcopy(mha)(query, key, value, mask)[0]
+
+
+def heads_loop_columns(mha, query, key, value, mask=None):
+    """Wrong: columns of the weights (query @ W[:, rows]) instead of rows (F.linear)."""
+    d, outputs = mha.head_dim, []
+    for h in range(mha.n_heads):
+        c = slice(h * d, (h + 1) * d)
+        q = query @ mha.q_proj.weight[:, c] + mha.q_proj.bias[c]
+        k = key @ mha.k_proj.weight[:, c] + mha.k_proj.bias[c]
+        v = value @ mha.v_proj.weight[:, c] + mha.v_proj.bias[c]
+        outputs.append(scaled_dot_product_attention(q, k, v, mask)[0])
+    return mha.out_proj(torch.cat(outputs, dim=-1))
+
+
+def heads_loop_additive_mask(mha, query, key, value, mask=None):
+    """Correct, written differently: the boolean mask turned into an additive one."""
+    if mask is not None:
+        mask = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+    return heads_loop_reference_style(mha, query, key, value, mask)
+
+
+def test_7_3_second_review(capsys):
+    check_heads_loop(heads_loop_additive_mask)
+    assert "✅ Exercise 7.3" in capsys.readouterr().out
+    for student in (heads_loop_runs_the_module, heads_loop_runs_a_copy):
+        with pytest.raises(CheckFailed, match=r"runs the module itself \(mha\(...\)\)"):
+            check_heads_loop(student)
+    with pytest.raises(CheckFailed, match="values are wrong"):
+        check_heads_loop(heads_loop_columns)
+    with pytest.raises(CheckFailed, match="values are wrong"):  # forgets the output bias
+        check_heads_loop(lambda mha, *args: heads_loop_reference_style(mha, *args) - mha.out_proj.bias)
+
+
+def test_7_4_second_review(capsys):
+    def parameters_assigned(mha):
+        theirs = nn.MultiheadAttention(mha.d_model, mha.n_heads, batch_first=True)
+        projections = [mha.q_proj, mha.k_proj, mha.v_proj]
+        theirs.in_proj_weight = nn.Parameter(torch.cat([p.weight for p in projections]).detach())
+        theirs.in_proj_bias = nn.Parameter(torch.cat([p.bias for p in projections]).detach())
+        theirs.out_proj.weight, theirs.out_proj.bias = mha.out_proj.weight, mha.out_proj.bias
+        return theirs
+
+    check_to_torch(parameters_assigned)
+    assert "✅ Exercise 7.4" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match="has dropout=0.1; ours has none"):
+        check_to_torch(lambda mha: parameters_assigned(mha).__class__(
+            mha.d_model, mha.n_heads, dropout=0.1, batch_first=True))
+    # the module raises when called: the verdict names the module, not a line inside PyTorch
+    with pytest.raises(CheckFailed, match=r"the nn.MultiheadAttention you returned raised RuntimeError when "
+                                          r"called on float32 query, key and value of shapes"):
+        check_to_torch(lambda mha: to_torch_state_dict(mha).double())
+    with pytest.raises(CheckFailed, match="values are wrong"):  # W^T copied
+        check_to_torch(lambda mha: (lambda t: (t.in_proj_weight.data.copy_(torch.cat(
+            [p.weight.T for p in (mha.q_proj, mha.k_proj, mha.v_proj)])), t)[1])(to_torch_state_dict(mha)))
+
+
+@pytest.mark.parametrize("answer, verdict", [
+    (4 * (64 * 64 + 64) // 8, "is not right"),  # one head's share
+    ("16640", "must be a whole number .* got a str"),
+])
+def test_7_5_second_review(answer, verdict):
+    with pytest.raises(CheckFailed, match=verdict):
+        check_parameter_count(answer)

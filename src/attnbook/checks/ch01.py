@@ -9,9 +9,7 @@ otherwise; the caller's tensors and lists must be unchanged after the call.
 
 from __future__ import annotations
 
-import itertools
 import random
-from collections.abc import Callable
 
 import torch
 
@@ -21,44 +19,12 @@ from attnbook.checks.core import (
     check_answer,
     compare_gradients,
     compare_with_reference,
-    unchanged_inputs,
+    in_turn,
     verdict,
 )
 from attnbook.data import Example, date_vocabs, make_batch, random_example
 from attnbook.seq2seq import bottleneck_model, greedy_decode, last_real_state
 from attnbook.train import accuracy_by_length, sequence_loss
-
-
-def in_turn(makers: list[Callable[[torch.Generator], tuple]]):
-    """A `make_inputs` for compare_with_reference that calls `makers` in turn, one per trial:
-    fixed cases first (each an argument's or shape's reason to be tested), then random ones."""
-    turn = itertools.count()
-
-    def make_inputs(generator: torch.Generator) -> tuple:
-        return makers[next(turn) % len(makers)](generator)
-
-    return make_inputs
-
-
-def compare_cases(student: Callable, reference: Callable, cases: list[tuple[str, tuple]],
-                  name: str, atol: float = 1e-5, rtol: float = 1e-4,
-                  arg_names: tuple[str, ...] | None = None) -> None:
-    """compare_with_reference on named cases: `cases` holds (description, inputs) pairs,
-    and a verdict starts with the case's description ("with scores of shape (3, 5) and
-    an additive mask ...") rather than only the shapes."""
-    for description, inputs in cases:
-        expected = reference(*[_copy(x) for x in inputs])
-        before = [_copy(x) for x in inputs]
-        got = call_student(student, inputs, name, case=description)
-        unchanged_inputs(tuple(before), inputs, name, description, arg_names)
-        problem = verdict(got, expected, atol, rtol)
-        if problem:
-            raise CheckFailed(f"{name}: {description}: {problem}")
-    print(f"✅ {name}: correct in all {len(cases)} cases.")
-
-
-def _copy(value):
-    return value.detach().clone() if torch.is_tensor(value) else value
 
 
 def _size(generator: torch.Generator, low: int, high: int) -> int:
@@ -92,7 +58,7 @@ def check_last_real_state(student_fn) -> None:
     """
     makers = [_padded_outputs(1, 1, 1), _padded_outputs(1, 5, 3), _padded_outputs(4, 6, 1),
               _padded_outputs(3, 7, 2), _padded_outputs(), _padded_outputs()]
-    compare_with_reference(student_fn, last_real_state, in_turn(makers),
+    compare_with_reference(student_fn, last_real_state, in_turn(*makers),
                            name="Exercise 1.1 (last_real_state)", trials=len(makers),
                            atol=1e-6, rtol=0.0, arg_names=("outputs", "lengths"))
 
@@ -127,7 +93,7 @@ def check_sequence_loss(student_fn) -> None:
     makers = [_logits_and_targets(pad_id=3), _logits_and_targets(pad_id=0),
               _logits_and_targets(pad_id=1, batch=1), _logits_and_targets(),
               _logits_and_targets()]
-    compare_with_reference(student_fn, sequence_loss, in_turn(makers), name=name,
+    compare_with_reference(student_fn, sequence_loss, in_turn(*makers), name=name,
                            trials=len(makers), arg_names=("logits", "targets", "pad_id"))
     generator = torch.Generator().manual_seed(99)
     for make in makers[:3]:
@@ -189,7 +155,7 @@ def check_greedy_decode(student_fn) -> None:
     """
     makers = [lambda _, case=case: _small_model_and_batch(*case) for case in DECODING_CASES]
     makers += [_random_model_and_batch] * 3
-    compare_with_reference(_student_tokens(student_fn), _reference_tokens, in_turn(makers),
+    compare_with_reference(_student_tokens(student_fn), _reference_tokens, in_turn(*makers),
                            name="Exercise 1.3 (greedy_decode)", trials=len(makers),
                            arg_names=("model", "src", "src_lengths", "max_len"))
 
@@ -219,8 +185,9 @@ def check_accuracy_by_length(student_fn) -> None:
     The edges change from case to case (BUCKET_EDGES): an answer that assumes the
     chapter's edges, keeps empty buckets, includes `hi` in a bucket, or sorts the keys
     as text fails, and the verdict names the bucket. Accuracies must be Python numbers
-    and are compared with atol 1e-9 (1 - 1/3 equals 2/3); the three lists must be left
-    as they were.
+    and are compared with atol 1e-6: 1 - 1/3 equals 2/3, and a mean taken in float32
+    (`torch.tensor(right).float().mean().item()`) passes, while two fractions of at
+    most 60 examples differ by at least 1/3540. The three lists must be left as they were.
     """
     name = "Exercise 1.4 (accuracy_by_length)"
     generator = torch.Generator().manual_seed(1234)
@@ -241,7 +208,7 @@ def check_accuracy_by_length(student_fn) -> None:
             raise CheckFailed(f"{name}: {case}, expected the buckets {list(expected)} in this "
                               f"order, got {list(got)}")
         for bucket, accuracy in expected.items():
-            problem = verdict(got[bucket], accuracy, atol=1e-9, rtol=0.0)
+            problem = verdict(got[bucket], accuracy, atol=1e-6, rtol=0.0)
             if problem:
                 raise CheckFailed(f"{name}: {case}, bucket {bucket!r}: {problem}")
     print(f"✅ {name}: correct on {len(BUCKET_EDGES)} sets of edges.")
@@ -260,5 +227,4 @@ def check_bits_for_three_dates(answer) -> None:
 
 
 __all__ = ["check_last_real_state", "check_sequence_loss", "check_greedy_decode",
-           "check_accuracy_by_length", "check_bits_for_three_dates", "compare_cases",
-           "in_turn"]
+           "check_accuracy_by_length", "check_bits_for_three_dates"]

@@ -15,12 +15,13 @@ import random
 import torch
 
 from attnbook.attention import AdditiveScore, masked_softmax, padding_mask
-from attnbook.checks.ch01 import compare_cases, in_turn
 from attnbook.checks.core import (
     CheckFailed,
     check_answer,
+    compare_cases,
     compare_gradients,
     compare_with_reference,
+    in_turn,
 )
 from attnbook.data import date_vocabs, make_batch, random_example
 from attnbook.seq2seq import AttentionState, attend, bahdanau_model
@@ -71,7 +72,7 @@ def check_additive_score(student_fn) -> None:
     makers = [_query_keys_weights(1, 1, 3, 2, 4), _query_keys_weights(2, 5, 4, 4, 3),
               _query_keys_weights(3, 4, 2, 5, 1), _query_keys_weights(4, 6, 5, 3, 2),
               _query_keys_weights(), _query_keys_weights()]
-    compare_with_reference(student_fn, reference_additive_score, in_turn(makers),
+    compare_with_reference(student_fn, reference_additive_score, in_turn(*makers),
                            name="Exercise 2.1 (additive_score)", trials=len(makers),
                            arg_names=("query", "keys", "W_q", "W_k", "v"))
 
@@ -122,7 +123,31 @@ def _masked_softmax_cases(generator: torch.Generator) -> list[tuple[str, torch.T
                   torch.ones(B, S, dtype=torch.bool)))
     cases.append(("one key, a boolean mask and a fully masked row", _scores(generator, (B, 1)),
                   _padding(generator, B, 1)))
+    # Masks that broadcast in other ways: a boolean (T, S) mask over a batch (an answer
+    # that unsqueezes every 2-D mask as if it were (B, S) padding fails), a boolean (S,)
+    # mask for 2-D scores, and an additive mask on scores that already hold -inf.
+    cases.append(("a boolean (T, S) mask, broadcast over B", _scores(generator, (B, T, S)),
+                  causal))
+    cases.append(("a boolean (S,) mask, broadcast over B", _scores(generator, (B, S)),
+                  (torch.rand(S, generator=generator) < 0.6) | (torch.arange(S) == 0)))
+    scores = _scores(generator, (B, S))
+    scores[0, 0] = NEG_INF
+    scores[-1] = NEG_INF
+    cases.append(("scores that already hold -inf (a whole row) and an additive mask", scores,
+                  _as_additive(_padding(generator, B, S) | (torch.arange(S) == S - 1))))
+    # Rows near +1000 and -1000, beyond what exp() holds even in float64 (exp(710) is
+    # inf, exp(-746) is 0): computing in float64 does not pass for subtracting the maximum.
+    scores = torch.randn(3, 5, generator=generator) * 5 + torch.tensor([[1000.0], [-1000.0], [0.0]])
+    cases.append(("rows near +1000 and -1000 (exp overflows there even in float64)", scores,
+                  _padding(generator, 3, 5) | (torch.arange(5) == 0)))
     return cases
+
+
+# Gradients are compared with this atol and rtol. Under upstream gradients of about 100,
+# scores in the hundreds (float32 holds 1000 only to about 6e-5) make right answers that
+# take another route (log-sum-exp) differ from the reference's gradient by up to 4e-3;
+# a wrong gradient (a detached denominator, NaN) is off by 1 or more.
+GRAD_TOL = 2e-2
 
 
 def _describe_case(description: str, scores: torch.Tensor, mask: torch.Tensor) -> str:
@@ -141,13 +166,15 @@ def check_masked_softmax(student_fn) -> None:
     """Exercise 2.2: a softmax over the allowed positions; a fully masked row gives zeros.
 
     Cases: 2-D and 3-D scores; boolean and additive masks, of the scores' shape and
-    broadcasting ((B, 1, S), (T, S)); fully masked rows in both forms and scores that
-    already hold -inf; rows offset by hundreds (exp overflows without the row maximum
-    subtracted); one key. The weights are compared with atol 1e-5 + rtol 1e-4; then
-    the gradient with respect to the scores, for every case, under upstream gradients
-    of size about 100 (a division by a tiny number instead of by 1 in a fully masked
-    row then overflows to inf, and inf * 0 is NaN): it must be free of NaN and inf and
-    match the reference's (atol 1e-4 + rtol 1e-4).
+    broadcasting ((B, 1, S), (T, S), (S,)); fully masked rows in both forms and scores
+    that already hold -inf, with either form; rows offset by hundreds, and rows near
+    +1000 and -1000, where exp() overflows or underflows even in float64 unless the
+    row maximum is subtracted first; one key. The weights are compared with atol 1e-5
+    + rtol 1e-4; then the gradient with respect to the scores, for every case, under
+    upstream gradients of size about 100 (a division by a tiny number instead of by 1
+    in a fully masked row then overflows to inf, and inf * 0 is NaN): it must be free
+    of NaN and inf and match the reference's (atol GRAD_TOL + rtol GRAD_TOL, 2e-2: the
+    reason is at GRAD_TOL).
     """
     name = "Exercise 2.2 (masked_softmax)"
     cases = [(_describe_case(*case), case[1], case[2])
@@ -157,7 +184,7 @@ def check_masked_softmax(student_fn) -> None:
     for description, scores, mask in cases:
         compare_gradients(_times_100(student_fn), _times_100(reference_masked_softmax),
                           (scores, mask), wrt=(0,), name=name, case=description,
-                          atol=1e-4, rtol=1e-4)
+                          atol=GRAD_TOL, rtol=GRAD_TOL)
     print(f"✅ {name}: gradients are right and finite in every case, also for fully "
           "masked rows.")
 
@@ -192,7 +219,7 @@ def check_context_vector(student_fn) -> None:
     makers = [_weights_and_values(1, 1, 1), _weights_and_values(1, 4, 3),
               _weights_and_values(3, 5, 1), _weights_and_values(4, 6, 4),
               _weights_and_values(), _weights_and_values()]
-    compare_with_reference(student_fn, attend, in_turn(makers),
+    compare_with_reference(student_fn, attend, in_turn(*makers),
                            name="Exercise 2.3 (context_vector)", trials=len(makers),
                            arg_names=("weights", "values"))
 
@@ -248,7 +275,7 @@ def check_bahdanau_step(student_fn) -> None:
 
     makers = [_decoder_step_inputs(1), _decoder_step_inputs(), _decoder_step_inputs(),
               _decoder_step_inputs()]
-    compare_with_reference(student, reference, in_turn(makers), name=name, trials=len(makers),
+    compare_with_reference(student, reference, in_turn(*makers), name=name, trials=len(makers),
                            item_names=("logits", "new state", "weights"),
                            arg_names=("decoder", "prev_tokens", "state", "memory"))
 

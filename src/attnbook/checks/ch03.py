@@ -18,8 +18,13 @@ from attnbook.attention import (
     local_attention_weights,
     padding_mask,
 )
-from attnbook.checks.ch01 import compare_cases, in_turn
-from attnbook.checks.core import check_answer, compare_gradients, compare_with_reference
+from attnbook.checks.core import (
+    check_answer,
+    compare_cases,
+    compare_gradients,
+    compare_with_reference,
+    in_turn,
+)
 
 
 def _size(generator: torch.Generator, low: int, high: int) -> int:
@@ -53,7 +58,7 @@ def check_dot_score(student_fn) -> None:
 
     makers = [_query_and_keys(1, 1, 1), _query_and_keys(1, 5, 3), _query_and_keys(3, 3, 2),
               _query_and_keys(4, 1, 2), _query_and_keys(), _query_and_keys()]
-    compare_with_reference(student_fn, reference, in_turn(makers), name="Exercise 3.1 (dot_score)",
+    compare_with_reference(student_fn, reference, in_turn(*makers), name="Exercise 3.1 (dot_score)",
                            trials=len(makers), arg_names=("query", "keys"))
 
 
@@ -83,7 +88,7 @@ def check_general_score(student_fn) -> None:
 
     makers = [_query_keys_matrix(1, 1, 2, 3), _query_keys_matrix(2, 4, 3, 3),
               _query_keys_matrix(3, 5, 4, 2), _query_keys_matrix(), _query_keys_matrix()]
-    compare_with_reference(student_fn, reference, in_turn(makers),
+    compare_with_reference(student_fn, reference, in_turn(*makers),
                            name="Exercise 3.2 (general_score)", trials=len(makers),
                            arg_names=("query", "keys", "W"))
 
@@ -118,7 +123,7 @@ def check_concat_score(student_fn) -> None:
 
     makers = [_concat_inputs(1, 1, 2, 3, 4), _concat_inputs(2, 5, 3, 3, 2),
               _concat_inputs(3, 4, 4, 2, 1), _concat_inputs(), _concat_inputs()]
-    compare_with_reference(student_fn, reference, in_turn(makers),
+    compare_with_reference(student_fn, reference, in_turn(*makers),
                            name="Exercise 3.3 (concat_score)", trials=len(makers),
                            arg_names=("query", "keys", "W", "b", "v"))
 

@@ -14,33 +14,19 @@ from collections.abc import Callable
 import torch
 
 from attnbook.attention import causal_mask, masked_softmax, padding_mask, scaled_dot_product_attention
-from attnbook.checks.core import CheckFailed, compare_gradients, compare_with_reference
+from attnbook.checks.core import (
+    CheckFailed,
+    compare_gradients,
+    compare_with_reference,
+    in_turn,
+    require_dtype,
+)
 
 
 def _size(generator: torch.Generator, low: int, high: int) -> int:
     return int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
-def in_turn(*makers: Callable[[torch.Generator], tuple]) -> Callable[[torch.Generator], tuple]:
-    """`make_inputs` for compare_with_reference that draws trial i from makers[i % len(makers)],
-    so that every case (shape, mask form, edge case) appears in a fixed number of trials."""
-    count = [0]
-
-    def make_inputs(generator: torch.Generator) -> tuple:
-        maker = makers[count[0] % len(makers)]
-        count[0] += 1
-        return maker(generator)
-    return make_inputs
-
-
-def require_dtype(student_fn: Callable, dtype: torch.dtype, name: str, why: str) -> Callable:
-    """Wrap `student_fn` so that a tensor result of another dtype is a verdict saying `why`."""
-    def run(*args):
-        result = student_fn(*args)
-        if torch.is_tensor(result) and result.dtype != dtype:
-            raise CheckFailed(f"{name}: the result must have dtype {dtype}, got {result.dtype}; {why}")
-        return result
-    return run
 
 
 # --- Exercise 4.1 ---------------------------------------------------------------------------
@@ -126,7 +112,9 @@ def check_causal_mask(student_fn) -> None:
 
 # --- Exercise 4.4 ---------------------------------------------------------------------------
 
-# (rank of q, k, v; shape of the mask, from "B", "H", "Lq", "Lk" and 1; boolean or additive)
+# (rank of q, k, v; shape of the mask, from "B", "H", "Lq", "Lk" and 1; boolean or additive).
+# In the 4-D cases with an (Lq, Lk) mask the batch is at least 2 and differs from H, so a mask
+# broadcast against the wrong dimensions fails instead of fitting by chance.
 _MASK_CASES = [
     (3, ("B", "Lq", "Lk"), "boolean"),
     (4, ("B", "H", "Lq", "Lk"), "additive"),
@@ -137,6 +125,8 @@ _MASK_CASES = [
     (3, ("Lq", "Lk"), "additive"),
     (4, ("B", "H", "Lq", "Lk"), "boolean"),
     (2, ("Lq", "Lk"), "additive"),
+    (4, ("Lq", "Lk"), "boolean"),
+    (4, ("Lq", "Lk"), "additive"),
 ]
 
 
@@ -144,6 +134,9 @@ def _masked_problem(rank: int, mask_dims: tuple, kind: str):
     def make(generator: torch.Generator):
         sizes = {"B": _size(generator, 1, 3), "H": _size(generator, 2, 3), "Lq": _size(generator, 2, 6),
                  "Lk": _size(generator, 2, 7), 1: 1}
+        if rank == 4 and len(mask_dims) == 2:  # a batch of 2 or 3, and as many heads as the other
+            sizes["B"] = _size(generator, 2, 3)
+            sizes["H"] = 5 - sizes["B"]
         d, dv = _size(generator, 1, 8), _size(generator, 1, 5)
         lead = (sizes["B"], sizes["H"])[:rank - 2]
         q = torch.randn(*lead, sizes["Lq"], d, generator=generator, dtype=torch.float64)
@@ -170,7 +163,8 @@ def check_masked_attention(student_fn) -> None:
     returning (output, weights), NaN-free in values and gradients.
 
     2-D, 3-D and 4-D float64 q, k, v; boolean and additive (-inf) masks of full and
-    broadcast shapes, each with a query that may see no key. Values within 1e-8 +
+    broadcast shapes (an (Lq, Lk) mask on 2-D, 3-D and 4-D inputs among them), each with
+    a query that may see no key. Values within 1e-8 +
     1e-6 * |expected|, then the gradients with respect to q, k and v to the same
     tolerance.
     """
@@ -184,7 +178,8 @@ def check_masked_attention(student_fn) -> None:
     for make in makers:
         inputs = make(generator)
         compare_gradients(student_fn, scaled_dot_product_attention, inputs, wrt=(0, 1, 2), name=name,
-                          case=f"on {_describe_mask(inputs)}", atol=1e-8, rtol=1e-6)
+                          case=f"on {_describe_mask(inputs)}", atol=1e-8, rtol=1e-6,
+                          arg_names=("q", "k", "v", "mask"))
     print(f"✅ {name}: values and gradients correct on {len(makers)} random inputs, "
           "with boolean and additive masks.")
 
@@ -204,20 +199,64 @@ def _large_logits(*shape_ranges: tuple[int, int]):
     return make
 
 
+def _dominated_logits(*shape_ranges: tuple[int, int]):
+    def make(generator: torch.Generator):
+        logits, temperature = _large_logits(*shape_ranges)(generator)
+        # The last two entries of each row stand thousands above the others: shifting a row by
+        # anything but its maximum (its mean, its first entry) still overflows exp().
+        logits[..., -2:] += 8000
+        return logits, temperature
+    return make
+
+
 def reference_softmax_with_temperature(logits, temperature):
     return masked_softmax(logits / temperature)
+
+
+# The functions exercise 4.5 asks the student not to call, with the names its verdict uses.
+_SOFTMAXES = [(torch, "softmax", "torch.softmax"), (torch, "log_softmax", "torch.log_softmax"),
+              (torch.nn.functional, "softmax", "F.softmax"),
+              (torch.nn.functional, "log_softmax", "F.log_softmax"),
+              (torch.special, "softmax", "torch.special.softmax"),
+              (torch.special, "log_softmax", "torch.special.log_softmax"),
+              (torch.Tensor, "softmax", "Tensor.softmax"),
+              (torch.Tensor, "log_softmax", "Tensor.log_softmax")]
+
+
+def without_softmax(student_fn: Callable, name: str) -> Callable:
+    """Wrap `student_fn` so that calling any of PyTorch's softmax functions is a verdict."""
+    def run(*args):
+        saved = []
+        for owner, attribute, label in _SOFTMAXES:
+            def refuse(*_args, _label=label, **_kwargs):
+                raise CheckFailed(f"{name}: your function calls {_label}, which the exercise asks you "
+                                  "not to use; subtract each row's maximum and exponentiate yourself")
+            saved.append((owner, attribute, owner.__dict__.get(attribute)))
+            setattr(owner, attribute, refuse)
+        try:
+            return student_fn(*args)
+        finally:
+            for owner, attribute, original in reversed(saved):
+                if original is None:  # inherited (Tensor's methods live on its C base class)
+                    delattr(owner, attribute)
+                else:
+                    setattr(owner, attribute, original)
+    return run
 
 
 def check_softmax_with_temperature(student_fn) -> None:
     """Exercise 4.5: a softmax with temperature that survives huge logits.
 
-    float64 logits of 1, 2 and 3 dimensions with offsets in the thousands,
-    temperatures in [0.5, 3]; within 1e-10 + 1e-8 * |expected|.
+    float64 logits of 1, 2 and 3 dimensions with offsets in the thousands, and rows
+    whose entries differ by thousands (so only the maximum is a safe shift);
+    temperatures in [0.5, 3]; within 1e-10 + 1e-8 * |expected|. Calling PyTorch's
+    softmax (or log_softmax) is a verdict, as the exercise asks.
     """
+    name = "Exercise 4.5 (softmax_with_temperature)"
     cases = in_turn(_large_logits((2, 4), (2, 6)), _large_logits((2, 3), (2, 4), (2, 5)),
-                    _large_logits((2, 6)))
-    compare_with_reference(student_fn, reference_softmax_with_temperature, cases,
-                           name="Exercise 4.5 (softmax_with_temperature)", trials=6,
+                    _large_logits((2, 6)), _dominated_logits((2, 4), (3, 6)), _dominated_logits((3, 6)))
+    compare_with_reference(without_softmax(student_fn, name), reference_softmax_with_temperature, cases,
+                           name=name, trials=10,
                            atol=1e-10, rtol=1e-8, arg_names=("logits", "temperature"))
 
 

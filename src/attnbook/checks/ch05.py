@@ -6,8 +6,7 @@ import torch
 
 from attnbook.attention import causal_mask, scaled_dot_product_attention
 from attnbook.bench import max_path_length
-from attnbook.checks.ch04 import in_turn
-from attnbook.checks.core import check_answer, compare_with_reference
+from attnbook.checks.core import check_answer, compare_with_reference, in_turn
 
 
 def _size(generator: torch.Generator, low: int, high: int) -> int:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from attnbook.checks.ch04 import in_turn
-from attnbook.checks.core import CheckFailed, compare_with_reference
+from attnbook.checks.core import CheckFailed, compare_with_reference, in_turn
 from attnbook.positional import alibi_bias, alibi_slopes, apply_rope, sinusoidal_encoding
 
 
@@ -58,7 +57,12 @@ def _as_tensor(student_fn, name: str):
     def run(*args):
         result = student_fn(*args)
         if isinstance(result, (list, tuple)):
-            result = torch.tensor(result, dtype=torch.float64)
+            try:
+                result = torch.tensor(result, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError) as error:
+                raise CheckFailed(f"{name}: on inputs ({args[0]}), your function returned a "
+                                  f"{type(result).__name__} that is not a flat list of numbers "
+                                  f"({' '.join(str(error).split())})") from None
         if not torch.is_tensor(result):
             raise CheckFailed(f"{name}: expected a tensor (or a list of numbers), "
                               f"got a {type(result).__name__}")

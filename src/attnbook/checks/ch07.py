@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from attnbook.attention import causal_mask
-from attnbook.checks.ch04 import in_turn
-from attnbook.checks.core import CheckFailed, check_answer, compare_with_reference
+from attnbook.checks.core import CheckFailed, check_answer, compare_with_reference, in_turn
 from attnbook.multihead import MultiHeadAttention, merge_heads, split_heads
 
 
@@ -45,13 +44,20 @@ def _merge_inputs(low: int):
     return make
 
 
+def _merge_ones(generator: torch.Generator):
+    """A batch of one and a length of one, with several heads (a squeeze() drops both)."""
+    return (torch.randn(1, _randint(generator, 2, 4), 1, _randint(generator, 1, 5), generator=generator),)
+
+
 def check_merge_heads(student_fn) -> None:
     """Exercise 7.2: (B, H, L, d) -> (B, L, H*d), within 1e-5 + 1e-4 * |expected|.
 
     Batches, heads and lengths of 2 and more (where a reshape without the transpose
-    gives wrong values, and `view` after it fails), and sizes of 1.
+    gives wrong values, and `view` after it fails), sizes of 1, and a batch and a
+    length of 1 together.
     """
-    compare_with_reference(student_fn, merge_heads, in_turn(_merge_inputs(2), _merge_inputs(1)),
+    compare_with_reference(student_fn, merge_heads,
+                           in_turn(_merge_inputs(2), _merge_inputs(1), _merge_ones),
                            trials=6, name="Exercise 7.2 (merge_heads)", arg_names=("x",))
 
 
@@ -95,15 +101,32 @@ def _unchanged_module(student_fn, name: str):
     return run
 
 
+def _without_calling(student_fn, name: str):
+    """Wrap a function of a module: a verdict if it runs the module itself (mha(...), a copy of it,
+    or mha.forward), since the exercise asks for the heads one at a time."""
+    def run(module, *args):
+        def refuse(*_args, **_kwargs):
+            raise CheckFailed(f"{name}: your function runs the module itself (mha(...)); compute each "
+                              "head from the rows of mha.q_proj, mha.k_proj and mha.v_proj in a loop")
+        module.forward = refuse
+        try:
+            return student_fn(module, *args)
+        finally:
+            del module.forward
+    return run
+
+
 def check_heads_loop(student_fn) -> None:
     """Exercise 7.3: multi-head attention, one head at a time.
 
     2 to 4 heads, unequal query and key lengths, masks None, causal (Lq, Lk) and
     random boolean (Lq, Lk) with a query that sees no key; within 1e-5 + 1e-4 * |expected|.
+    Running the module itself (mha(...)) is a verdict, as the exercise asks for a loop.
     """
     name = "Exercise 7.3 (heads_loop)"
     cases = in_turn(_module_and_inputs("none"), _module_and_inputs("causal"), _module_and_inputs("random"))
-    compare_with_reference(_unchanged_module(student_fn, name), _module_output, cases, trials=6,
+    student = _unchanged_module(_without_calling(student_fn, name), name)
+    compare_with_reference(student, _module_output, cases, trials=6,
                            name=name, arg_names=("mha", "query", "key", "value", "mask"))
 
 
@@ -121,7 +144,16 @@ def check_to_torch(student_fn) -> None:
             raise CheckFailed(f"{name}: expected an nn.MultiheadAttention, got a {type(theirs).__name__}")
         if not theirs.batch_first:
             raise CheckFailed(f"{name}: create it with batch_first=True, as our module is batch-first")
-        return theirs(query, key, value)[0]
+        if theirs.training and theirs.dropout > 0:
+            raise CheckFailed(f"{name}: the module you returned has dropout={theirs.dropout}; ours has "
+                              "none, so create it with dropout=0 (the default)")
+        try:
+            return theirs(query, key, value)[0]
+        except Exception as error:  # the module is the student's, the line would be PyTorch's
+            shapes = f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
+            raise CheckFailed(f"{name}: the nn.MultiheadAttention you returned raised "
+                              f"{type(error).__name__} when called on float32 query, key and value "
+                              f"of shapes {shapes}: {' '.join(str(error).split())}") from None
 
     def reference(module, query, key, value, mask):
         return _module_output(module, query, key, value, None)

@@ -38,25 +38,34 @@ _LIBRARY_FOLDERS = (str(Path(torch.__file__).resolve().parent), str(Path(__file_
 def _describe(value) -> str:
     if torch.is_tensor(value):
         return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
-    return f"a {type(value).__name__}"
+    return _a_or_an(type(value).__name__)
 
 
 def _describe_input(value) -> str:
+    if value is None:
+        return "None"
     if torch.is_tensor(value):
         return f"shape {tuple(value.shape)}"
     if isinstance(value, (list, tuple)):
         return f"a {type(value).__name__} of {len(value)} items"
     if isinstance(value, (int, float, str, bool)):
         return repr(value)
-    return f"a {type(value).__name__}"
+    return _a_or_an(type(value).__name__)
+
+
+def _a_or_an(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def _first_mismatch(got: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> str:
     close = torch.isclose(got, expected, atol=atol, rtol=rtol, equal_nan=False)
     wrong = (~close).nonzero()
     index = tuple(wrong[0].tolist())
+    want, have = f"{expected[index].item():.6g}", f"{got[index].item():.6g}"
+    if want == have:  # they differ beyond six digits: show all of them
+        want, have = f"{expected[index].item():.17g}", f"{got[index].item():.17g}"
     return (f"{len(wrong)} of {expected.numel()} values are wrong; the first is at index "
-            f"{index}: expected {expected[index].item():.6g}, got {got[index].item():.6g}")
+            f"{index}: expected {want}, got {have}")
 
 
 def verdict(got, expected, atol: float = 1e-5, rtol: float = 1e-4,
@@ -85,6 +94,11 @@ def verdict(got, expected, atol: float = 1e-5, rtol: float = 1e-4,
             return f"the result contains NaN (first at index {first}); the reference has none"
         if got.dtype != expected.dtype:
             return f"wrong dtype: expected {expected.dtype}, got {got.dtype}"
+        if expected.dtype == torch.bool and not torch.equal(got.cpu(), expected.cpu()):
+            wrong = (got.cpu() != expected.cpu()).nonzero()
+            index = tuple(wrong[0].tolist())
+            return (f"{len(wrong)} of {expected.numel()} values are wrong; the first is at index "
+                    f"{index}: expected {expected[index].item()}, got {got[index].item()}")
         got_cmp, expected_cmp = got.detach().double().cpu(), expected.detach().double().cpu()
         if not torch.allclose(got_cmp, expected_cmp, atol=atol, rtol=rtol, equal_nan=True):
             return _first_mismatch(got_cmp, expected_cmp, atol, rtol)
@@ -308,3 +322,42 @@ def compare_gradients(student: Callable, reference: Callable, inputs: tuple, wrt
         if problem:
             raise CheckFailed(f"{name}: {case}, the gradient with respect to {argument} is "
                               f"wrong: {problem}")
+
+
+def in_turn(*makers: Callable[[torch.Generator], tuple]) -> Callable[[torch.Generator], tuple]:
+    """`make_inputs` for compare_with_reference that draws trial i from makers[i % len(makers)],
+    so that every case (shape, mask form, edge case) appears in a fixed number of trials."""
+    count = [0]
+
+    def make_inputs(generator: torch.Generator) -> tuple:
+        maker = makers[count[0] % len(makers)]
+        count[0] += 1
+        return maker(generator)
+    return make_inputs
+
+
+def require_dtype(student_fn: Callable, dtype: torch.dtype, name: str, why: str) -> Callable:
+    """Wrap `student_fn` so that a tensor result of another dtype is a verdict saying `why`."""
+    def run(*args):
+        result = student_fn(*args)
+        if torch.is_tensor(result) and result.dtype != dtype:
+            raise CheckFailed(f"{name}: the result must have dtype {dtype}, got {result.dtype}; {why}")
+        return result
+    return run
+
+
+def compare_cases(student: Callable, reference: Callable, cases: list[tuple[str, tuple]],
+                  name: str, atol: float = 1e-5, rtol: float = 1e-4,
+                  arg_names: tuple[str, ...] | None = None) -> None:
+    """compare_with_reference on named cases: `cases` holds (description, inputs) pairs,
+    and a verdict starts with the case's description ("with scores of shape (3, 5) and
+    an additive mask ...") rather than only the shapes."""
+    for description, inputs in cases:
+        expected = reference(*list(_snapshot(inputs)))
+        before = list(_snapshot(inputs))
+        got = call_student(student, inputs, name, case=description)
+        unchanged_inputs(tuple(before), inputs, name, description, arg_names)
+        problem = verdict(got, expected, atol, rtol)
+        if problem:
+            raise CheckFailed(f"{name}: {description}: {problem}")
+    print(f"✅ {name}: correct in all {len(cases)} cases.")
