@@ -20,3 +20,17 @@ def test_extrapolation_plot_labels_lengths_a_model_cannot_run():
     learned = [line for line in ax.lines if line.get_label() == "learned"][0]
     assert list(learned.get_xdata()) == [32] and list(learned.get_ydata()) == [100.0]
     assert [t.get_text() for t in ax.texts] == ["learned:\ncannot run"]
+
+
+def test_temperature_plot_names_the_temperature_tau():
+    import pytest
+    import torch
+
+    from attnbook.viz import plot_softmax_temperature
+
+    ax = plot_softmax_temperature(torch.tensor([2.0, 0.0]), 0.5)
+    assert ax.get_title() == "τ = 0.5"  # T is a target length in the notation
+    heights = [bar.get_height() for bar in ax.patches]
+    assert heights[0] > 0.98 and abs(sum(heights) - 1) < 1e-6
+    with pytest.raises(ValueError, match="temperature"):
+        plot_softmax_temperature(torch.tensor([1.0]), 0.0)

@@ -293,8 +293,9 @@ def gaussian_window(centers: torch.Tensor, length: int, sigma: float) -> torch.T
 def local_attention_weights(scores: torch.Tensor, centers: torch.Tensor, mask: torch.Tensor,
                             half_width: int, gaussian: bool) -> torch.Tensor:
     """Luong et al.'s local attention weights, (B, S): a softmax over the real positions
-    inside the window [p - D, p + D] around each centre p, times a Gaussian of width
-    sigma = D / 2 when `gaussian` (local-p). Zero outside the window, never NaN."""
+    inside the window [p - w, p + w] around each centre p (w = half_width), times a
+    Gaussian of width sigma = w / 2 when `gaussian` (local-p). Zero outside the window,
+    never NaN."""
     check_mask("mask", mask, scores.shape)
     window = local_window(centers, scores.shape[1], half_width) & mask  # (B, S)
     weights = masked_softmax(scores, window)

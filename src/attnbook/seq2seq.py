@@ -98,7 +98,7 @@ class Decoder(nn.Module):
         raise NotImplementedError
 
     def forward(self, tgt_in: torch.Tensor, memory: EncoderOutput):
-        """tgt_in: (B, T) -> logits (B, T, V) and attention weights (B, T, S) or None."""
+        """tgt_in: (B, T) -> logits (B, T, |𝒱|) and attention weights (B, T, S) or None."""
         state = self.init_state(memory)
         all_logits, all_weights = [], []
         for t in range(tgt_in.shape[1]):
@@ -128,7 +128,7 @@ class ContextDecoder(Decoder):
         context = memory.final  # (B, H_enc), the same at every step
         x = torch.cat([self.embed(prev_tokens), context], dim=-1)
         state = self.cell(x, state)
-        logits = self.out(torch.cat([state, context], dim=-1))  # (B, V)
+        logits = self.out(torch.cat([state, context], dim=-1))  # (B, |𝒱|)
         return logits, state, None
 
 
@@ -141,7 +141,7 @@ class Seq2Seq(nn.Module):
         self.bos_id, self.eos_id = bos_id, eos_id
 
     def forward(self, src, src_lengths, tgt_in):
-        """Logits (B, T, V) for every target position, reading the true previous tokens."""
+        """Logits (B, T, |𝒱|) for every target position, reading the true previous tokens."""
         check_token_batch("src", src, src_lengths)
         check_token_batch("tgt_in", tgt_in)
         if tgt_in.shape[0] != src.shape[0]:
@@ -182,6 +182,15 @@ def bottleneck_model(src_vocab_size: int, tgt_vocab_size: int, embed_dim: int = 
                      hidden_dim: int = 128) -> Seq2Seq:
     """Chapter 1's model: a GRU encoder and a decoder that sees only its final state."""
     encoder = Encoder(src_vocab_size, embed_dim, hidden_dim)
+    decoder = ContextDecoder(tgt_vocab_size, embed_dim, hidden_dim, encoder.output_dim)
+    return Seq2Seq(encoder, decoder)
+
+
+def bidirectional_bottleneck_model(src_vocab_size: int, tgt_vocab_size: int, embed_dim: int = 32,
+                                   hidden_dim: int = 128) -> Seq2Seq:
+    """The control for chapter 2: chapter 2's bidirectional encoder (hidden_dim // 2 per
+    direction) and chapter 1's decoder, which sees only the final states, no attention."""
+    encoder = Encoder(src_vocab_size, embed_dim, hidden_dim // 2, bidirectional=True)
     decoder = ContextDecoder(tgt_vocab_size, embed_dim, hidden_dim, encoder.output_dim)
     return Seq2Seq(encoder, decoder)
 
@@ -227,14 +236,15 @@ class BahdanauDecoder(Decoder):
         context = attend(weights, memory.outputs)  # (B, H_enc)
         embedded = self.embed(prev_tokens)  # (B, E)
         hidden = self.cell(torch.cat([embedded, context], dim=-1), state.hidden)
-        logits = self.out(torch.cat([hidden, context, embedded], dim=-1))  # (B, V)
+        logits = self.out(torch.cat([hidden, context, embedded], dim=-1))  # (B, |𝒱|)
         return logits, state._replace(hidden=hidden, t=state.t + 1), weights
 
 
 class LocalWindow(nn.Module):
-    """Luong et al.'s local attention: only the 2D + 1 source positions around a centre
-    p_t take part. Local-m: p_t = t. Local-p: p_t = (L - 1) sigmoid(v . tanh(W h_t)), with
-    L the input's length, and the weights are multiplied by a Gaussian of width D / 2."""
+    """Luong et al.'s local attention: only the 2w + 1 source positions around a centre
+    p_t take part, w = half_width (the paper's D). Local-m: p_t = t. Local-p:
+    p_t = (L - 1) sigmoid(v . tanh(W h_t)), with L the input's length, and the weights
+    are multiplied by a Gaussian of width w / 2."""
 
     def __init__(self, kind: str, half_width: int, hidden_dim: int, position_dim: int = 64):
         super().__init__()

@@ -82,7 +82,7 @@ def plot_softmax_temperature(logits, temperature: float, ax=None, labels=None):
     ax = _axes(ax, figsize=(4, 3))
     ax.bar(range(len(logits)), weights, color="C0")
     ax.set_xticks(range(len(logits)), labels if labels is not None else range(len(logits)))
-    ax.set(ylim=(0, 1.02), ylabel="weight", title=f"T = {temperature:g}")
+    ax.set(ylim=(0, 1.02), ylabel="weight", title=f"τ = {temperature:g}")
     return ax
 
 
