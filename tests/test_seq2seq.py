@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from attnbook.data import date_vocabs, make_batch, make_date_task
-from attnbook.seq2seq import Encoder, bottleneck_model, greedy_decode, last_real_state
+from attnbook.seq2seq import (
+    ContextDecoder,
+    Encoder,
+    bahdanau_model,
+    bidirectional_bottleneck_model,
+    bottleneck_model,
+    greedy_decode,
+    last_real_state,
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +101,23 @@ def test_mismatched_batches_are_rejected_with_their_shapes(change, message, setu
     src, lengths, tgt_in = change(batch.src, batch.src_lengths, batch.tgt_in)
     with pytest.raises(ValueError, match=message):
         model(src, lengths, tgt_in)
+
+
+def test_bidirectional_control_is_chapter_2s_encoder_without_attention(setup):
+    _, batch, src_vocab = setup
+    torch.manual_seed(0)
+    control = bidirectional_bottleneck_model(len(src_vocab), 15, embed_dim=8, hidden_dim=16)
+    attention = bahdanau_model(len(src_vocab), 15, embed_dim=8, hidden_dim=16)
+    assert isinstance(control.decoder, ContextDecoder)
+    assert control.encoder.rnn.bidirectional and control.encoder.output_dim == 16
+    assert control.encoder.rnn.hidden_size == attention.encoder.rnn.hidden_size == 8
+    memory = control.encoder(batch.src, batch.src_lengths)
+    # The decoder sees the forward state after the last real character and the backward
+    # state after the first: both ends of the input, nothing in between.
+    forward_last = last_real_state(memory.outputs[..., :8], batch.src_lengths)
+    assert torch.allclose(memory.final, torch.cat([forward_last, memory.outputs[:, 0, 8:]], -1),
+                          atol=1e-6)
+    logits = control(batch.src, batch.src_lengths, batch.tgt_in)
+    assert logits.shape == (*batch.tgt_in.shape, 15)
+    tokens, weights = control.greedy_decode(batch.src, batch.src_lengths, max_len=5)
+    assert weights is None and tokens.shape[0] == batch.src.shape[0]

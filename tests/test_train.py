@@ -6,7 +6,9 @@ from attnbook.seq2seq import bottleneck_model
 from attnbook.train import (
     accuracy_by_length,
     char_accuracy,
+    date_exact_match,
     exact_match,
+    position_accuracy,
     predict,
     sequence_loss,
     set_seed,
@@ -19,6 +21,22 @@ def test_exact_and_char_accuracy():
     assert char_accuracy(["ab", "c"], ["ab", "ce"]) == 3 / 4
     with pytest.raises(ValueError, match="2 predictions but 1 targets"):
         exact_match(["a", "b"], ["a"])
+
+
+def test_date_exact_match_scores_each_date_by_its_place():
+    targets = ["2000-01-02;1999-12-31;2010-05-06", "2000-01-02", "1950-01-01;2049-12-31"]
+    predictions = ["2000-01-02;1999-12-31;2010-05-07", "2000-01-02", "1950-01-01"]
+    assert date_exact_match(predictions, targets) == [1.0, 0.5, 0.0]
+    # A dropped character costs its own date, not every character after it
+    # (as a position-wise character score would count it).
+    slipped = ["2000-1-02;1999-12-31;2010-05-06"]
+    assert date_exact_match(slipped, targets[:1]) == [0.0, 1.0, 1.0]
+    assert char_accuracy(slipped, targets[:1]) < 0.3
+    assert date_exact_match(["a|b"], ["a|c"], separator="|") == [1.0, 0.0]
+    with pytest.raises(ValueError, match="2 predictions but 1 targets"):
+        date_exact_match(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="at least one target"):
+        date_exact_match([], [])
 
 
 def test_sequence_loss_ignores_padding():
@@ -60,3 +78,33 @@ def test_training_reduces_loss_and_is_reproducible():
     assert len(history.epoch_valid_exact) == 3
     predictions = predict(model, task.valid, src_vocab, tgt_vocab)
     assert len(predictions) == len(task.valid) and all(isinstance(p, str) for p in predictions)
+
+
+def test_position_accuracy_scores_every_position_on_the_true_prefix():
+    src_vocab, tgt_vocab = date_vocabs()
+    examples = make_date_task(n_train=20, n_valid=1, n_test=1, max_dates=2, seed=0).train
+
+    class Oracle(torch.nn.Module):
+        """Predicts the true next character, except `wrong` at position 3."""
+
+        def __init__(self, wrong=None):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.wrong = wrong
+
+        def forward(self, src, src_lengths, tgt_in):
+            nxt = torch.cat([tgt_in[:, 1:], torch.full_like(tgt_in[:, :1], 0)], dim=1)
+            last = (tgt_in != 0).sum(dim=1) - 1  # where <eos> is due
+            nxt[torch.arange(len(nxt)), last] = tgt_vocab.eos_id
+            if self.wrong is not None:
+                nxt[:, 3] = self.wrong
+            return torch.nn.functional.one_hot(nxt, len(tgt_vocab)).float()
+
+    accuracy = position_accuracy(Oracle(), examples, src_vocab, tgt_vocab, batch_size=7)
+    assert len(accuracy) == max(len(e.target) for e in examples) and min(accuracy) == 1.0
+    # One wrong position costs that position only, never the ones after it.
+    wrong = tgt_vocab.stoi["-"]
+    slipped = position_accuracy(Oracle(wrong), examples, src_vocab, tgt_vocab)
+    assert slipped[3] == 0.0 and slipped[:3] == [1.0] * 3 and min(slipped[4:]) == 1.0
+    with pytest.raises(ValueError, match="at least one example"):
+        position_accuracy(Oracle(), [], src_vocab, tgt_vocab)

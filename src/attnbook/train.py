@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from attnbook.data import Example, Vocab, batches
+from attnbook.data import OUTPUT_SEPARATOR, Example, Vocab, batches
 from attnbook.seeds import seeded
 
 
@@ -44,7 +44,7 @@ class History:
 
 
 def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
-    """Mean cross-entropy over real (non-pad) target positions. logits (B, T, V), targets (B, T)."""
+    """Mean cross-entropy over real (non-pad) target positions. logits (B, T, |𝒱|), targets (B, T)."""
     if logits.shape[:2] != targets.shape:
         raise ValueError(f"logits of shape {tuple(logits.shape)} do not match targets of shape "
                          f"{tuple(targets.shape)} in their first two dimensions")
@@ -141,3 +141,58 @@ def accuracy_by_length(examples: list[Example], predictions: list[str],
         if pairs:
             result[f"{lo}-{hi - 1}"] = sum(p == t for p, t in pairs) / len(pairs)
     return result
+
+
+def date_exact_match(predictions: list[str], targets: list[str],
+                     separator: str = OUTPUT_SEPARATOR) -> list[float]:
+    """Exact match of each date by its place in the output: element i is the fraction of
+    targets with more than i dates whose (i + 1)-th date the prediction wrote exactly.
+
+    Both strings are split at `separator`, so one character dropped or inserted in a
+    date makes that date wrong and leaves the others as they are (a position-wise
+    character score would count every character after the slip wrong).
+    """
+    if len(predictions) != len(targets):
+        raise ValueError(f"{len(predictions)} predictions but {len(targets)} targets")
+    if not targets:
+        raise ValueError("date_exact_match needs at least one target")
+    right: list[int] = []
+    total: list[int] = []
+    for prediction, target in zip(predictions, targets):
+        written = prediction.split(separator)
+        for i, date in enumerate(target.split(separator)):
+            if i == len(total):
+                right.append(0)
+                total.append(0)
+            total[i] += 1
+            right[i] += i < len(written) and written[i] == date
+    return [r / n for r, n in zip(right, total)]
+
+
+@torch.no_grad()
+def position_accuracy(model: nn.Module, examples: list[Example], src_vocab: Vocab,
+                      tgt_vocab: Vocab, batch_size: int = 256) -> list[float]:
+    """Teacher-forced accuracy at each output position: element t is the fraction of
+    examples with more than t target characters whose character t the model ranks
+    first when it reads the true characters before it.
+
+    Every position is scored on the true prefix, so one wrong character never makes
+    the ones after it wrong (greedy decoding's slips do not smear across positions).
+    """
+    if not examples:
+        raise ValueError("position_accuracy needs at least one example")
+    model.eval()
+    device = next(model.parameters()).device
+    longest = max(len(e.target) for e in examples)
+    right = torch.zeros(longest)
+    total = torch.zeros(longest)
+    for batch in batches(examples, src_vocab, tgt_vocab, batch_size):
+        batch = batch.to(device)
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, |𝒱|)
+        predicted = logits.argmax(dim=-1)[:, :longest].cpu()  # (B, T') without the <eos> column
+        wanted = batch.tgt_out[:, :longest].cpu()
+        real = (wanted != tgt_vocab.pad_id) & (wanted != tgt_vocab.eos_id)
+        width = real.shape[1]
+        right[:width] += ((predicted == wanted) & real).sum(dim=0).float()
+        total[:width] += real.sum(dim=0).float()
+    return (right / total).tolist()
