@@ -235,8 +235,8 @@ class DotScore(Score):
         super().__init__(query_dim, key_dim)
 
     def score(self, query, prepared):
-        # (B, S, D) * (B, 1, D), summed over D -> (B, S); on a CPU this is several times
-        # faster than the equivalent batched matrix-vector product torch.bmm.
+        # (B, S, D) * (B, 1, D), summed over D -> (B, S): one batched matrix-vector
+        # product, written as a product and a sum.
         return (prepared * query[:, None, :]).sum(dim=-1)
 
 
@@ -256,7 +256,9 @@ class GeneralScore(Score):
 
 class ConcatScore(Score):
     """Luong et al.: score(q, k) = v . tanh(W [q; k]), written literally: the query is
-    copied to every source position and concatenated with its key at every step."""
+    copied to every source position and concatenated with its key at every step, so
+    the key's part of W [q; k], which does not depend on the step, is recomputed at
+    every step. AdditiveScore is the same function with that part prepared once."""
 
     def __init__(self, query_dim: int, key_dim: int, attn_dim: int):
         super().__init__(query_dim, key_dim)

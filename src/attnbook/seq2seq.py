@@ -301,7 +301,7 @@ class LuongDecoder(Decoder):
             weights = self.window(scores, hidden, state.t, memory.mask)
         context = attend(weights, memory.outputs)  # (B, H_enc)
         attentional = torch.tanh(self.combine(torch.cat([context, hidden], dim=-1)))  # (B, H)
-        logits = self.out(attentional)  # (B, V)
+        logits = self.out(attentional)  # (B, |𝒱|)
         feed = attentional if self.input_feeding else None
         return logits, AttentionState(hidden, state.keys, feed, state.t + 1), weights
 
