@@ -80,6 +80,30 @@ def test_training_reduces_loss_and_is_reproducible():
     assert len(predictions) == len(task.valid) and all(isinstance(p, str) for p in predictions)
 
 
+def test_after_epoch_is_called_after_validation_and_leaves_training_unchanged():
+    src_vocab, tgt_vocab = date_vocabs()
+    task = make_date_task(n_train=128, n_valid=16, n_test=10, max_dates=1, seed=0)
+    calls = []
+
+    def look(epoch, model):
+        # The model as it is after this epoch: predict with it (no random numbers).
+        calls.append((epoch, exact_match(predict(model, task.valid, src_vocab, tgt_vocab),
+                                         [e.target for e in task.valid])))
+
+    def run(after_epoch):
+        set_seed(0)
+        model = bottleneck_model(len(src_vocab), len(tgt_vocab), embed_dim=8, hidden_dim=16)
+        return train_seq2seq(model, task.train, src_vocab, tgt_vocab, epochs=2,
+                             batch_size=32, valid=task.valid, progress=False,
+                             after_epoch=after_epoch)
+
+    plain, watched = run(None), run(look)
+    assert watched.step_losses == plain.step_losses
+    assert [epoch for epoch, _ in calls] == [1, 2]
+    # Called after validation, on the same model state that validation saw:
+    assert [a for _, a in calls] == watched.epoch_valid_exact
+
+
 def test_position_accuracy_scores_every_position_on_the_true_prefix():
     src_vocab, tgt_vocab = date_vocabs()
     examples = make_date_task(n_train=20, n_valid=1, n_test=1, max_dates=2, seed=0).train

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,10 +55,15 @@ def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int = 0) 
 def train_seq2seq(model: nn.Module, train: list[Example], src_vocab: Vocab, tgt_vocab: Vocab,
                   epochs: int = 5, batch_size: int = 64, lr: float = 3e-3,
                   valid: list[Example] | None = None, clip: float = 1.0, seed: int = 0,
-                  progress: bool = True) -> History:
+                  progress: bool = True,
+                  after_epoch: Callable[[int, nn.Module], None] | None = None) -> History:
     """Adam with teacher forcing, gradient clipping, and a progress bar per run.
 
     After each epoch, with `valid`, records the exact-match accuracy of greedy decoding.
+    Then, with `after_epoch`, calls `after_epoch(epoch, model)` (epoch counted from 1),
+    e.g. to measure the model mid-training. Training uses no random numbers there, so
+    a callback that draws none leaves training unchanged; the model is switched back
+    to training mode at the start of the next epoch.
     """
     device = next(model.parameters()).device
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -84,6 +90,8 @@ def train_seq2seq(model: nn.Module, train: list[Example], src_vocab: Vocab, tgt_
             predictions = predict(model, valid, src_vocab, tgt_vocab)
             history.epoch_valid_exact.append(exact_match(predictions, [e.target for e in valid]))
             bar.set_postfix(loss=f"{loss.item():.3f}", valid=f"{history.epoch_valid_exact[-1]:.3f}")
+        if after_epoch is not None:
+            after_epoch(epoch + 1, model)
     bar.close()
     history.seconds = time.perf_counter() - start
     return history
