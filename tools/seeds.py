@@ -151,7 +151,8 @@ def markdown(table: dict) -> str:
     lines = ["# Claims under several seeds", "",
              f"Written by `make seeds` on {table['date']}: {table['machine']}, "
              f"{table['parallel_jobs']} notebooks at a time. Each notebook ran once per seed "
-             "(ATTNBOOK_SEED); spread = max - min.", ""]
+             "(ATTNBOOK_SEED); std is the standard deviation over the seeds (the spread the "
+             "chapters compare gaps with) and range is max - min.", ""]
     for notebook, runs in table["runs"].items():
         seeds = sorted(runs, key=int)
         failed = [f"seed {s}, {f}" for s in seeds for f in runs[s]["failures"]]
@@ -161,7 +162,7 @@ def markdown(table: dict) -> str:
                   f"{max(r['seconds'] for r in runs.values()):.0f} s per run.", ""]
         names = sorted({name for run in runs.values() for name in run["metrics"]})
         if names:
-            lines += ["| metric | mean | std | min | max | spread | " + " | ".join(seeds) + " |",
+            lines += ["| metric | mean | std | min | max | range | " + " | ".join(seeds) + " |",
                       "|---|---|---|---|---|---|" + "---|" * len(seeds)]
             for name in names:
                 values = [runs[s]["metrics"].get(name) for s in seeds]
