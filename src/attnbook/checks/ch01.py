@@ -20,16 +20,12 @@ from attnbook.checks.core import (
     compare_gradients,
     compare_with_reference,
     in_turn,
+    random_size,
     verdict,
 )
 from attnbook.data import Example, date_vocabs, make_batch, random_example
 from attnbook.seq2seq import bottleneck_model, greedy_decode, last_real_state
 from attnbook.train import accuracy_by_length, sequence_loss
-
-
-def _size(generator: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
-
 
 # Exercise 1.1
 
@@ -37,9 +33,9 @@ def _size(generator: torch.Generator, low: int, high: int) -> int:
 def _padded_outputs(batch: int | None = None, length: int | None = None,
                     hidden: int | None = None):
     def make(generator: torch.Generator):
-        B = batch or _size(generator, 2, 5)
-        S = length or _size(generator, 2, 8)
-        H = hidden or _size(generator, 2, 4)
+        B = batch or random_size(generator, 2, 5)
+        S = length or random_size(generator, 2, 8)
+        H = hidden or random_size(generator, 2, 4)
         outputs = torch.randn(B, S, H, generator=generator)
         lengths = torch.randint(1, S + 1, (B,), generator=generator)
         lengths[0] = 1  # a sequence of one real position
@@ -68,9 +64,9 @@ def check_last_real_state(student_fn) -> None:
 
 def _logits_and_targets(pad_id: int | None = None, batch: int | None = None):
     def make(generator: torch.Generator):
-        B, T, V = (batch or _size(generator, 2, 4), _size(generator, 2, 7),
-                   _size(generator, 4, 7))
-        pad = _size(generator, 1, V - 1) if pad_id is None else pad_id
+        B, T, V = (batch or random_size(generator, 2, 4), random_size(generator, 2, 7),
+                   random_size(generator, 4, 7))
+        pad = random_size(generator, 1, V - 1) if pad_id is None else pad_id
         logits = torch.randn(B, T, V, generator=generator) * 2
         targets = torch.randint(0, V - 1, (B, T), generator=generator)
         targets[targets >= pad] += 1  # real targets are never the pad id
@@ -127,9 +123,9 @@ def _small_model_and_batch(seed: int, eos_bias: float, max_len: int = 12, batch:
 
 
 def _random_model_and_batch(generator: torch.Generator):
-    return _small_model_and_batch(_size(generator, 0, 9_999),
+    return _small_model_and_batch(random_size(generator, 0, 9_999),
                                   float(torch.empty(1).uniform_(0.0, 0.6, generator=generator)),
-                                  _size(generator, 2, 15), _size(generator, 1, 5))
+                                  random_size(generator, 2, 15), random_size(generator, 1, 5))
 
 
 def _reference_tokens(model, src, src_lengths, max_len):
@@ -172,7 +168,7 @@ BUCKET_EDGES = ([0, 20, 40, 60, 80], [0, 5, 8, 10, 30, 70], [12, 13, 14, 15, 16,
 
 def _examples_and_predictions(edges: list[int]):
     def make(generator: torch.Generator):
-        rng = random.Random(_size(generator, 0, 9_999))
+        rng = random.Random(random_size(generator, 0, 9_999))
         examples: list[Example] = [random_example(rng, rng.randint(1, 3)) for _ in range(60)]
         predictions = [e.target if rng.random() < 0.6 else e.target[:-1] + "0" for e in examples]
         return examples, predictions, list(edges)

@@ -22,18 +22,15 @@ from attnbook.checks.core import (
     compare_gradients,
     compare_with_reference,
     in_turn,
+    random_size,
 )
 from attnbook.data import date_vocabs, make_batch, random_example
 from attnbook.seq2seq import AttentionState, attend, bahdanau_model
 
 
-def _size(generator: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
-
-
 def _shape(generator: torch.Generator, fixed: tuple, ranges: tuple) -> tuple[int, ...]:
     """`fixed` sizes where given (not None), random ones in `ranges` elsewhere."""
-    return tuple(f if f is not None else _size(generator, *r) for f, r in zip(fixed, ranges))
+    return tuple(f if f is not None else random_size(generator, *r) for f, r in zip(fixed, ranges))
 
 
 # Exercise 2.1
@@ -102,7 +99,7 @@ def _as_additive(mask: torch.Tensor) -> torch.Tensor:
 
 def _masked_softmax_cases(generator: torch.Generator) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """(description, scores, mask) for every shape and mask form the exercise allows."""
-    B, T, S = _size(generator, 2, 4), _size(generator, 2, 4), _size(generator, 3, 8)
+    B, T, S = random_size(generator, 2, 4), random_size(generator, 2, 4), random_size(generator, 3, 8)
     cases = []
     mask = _padding(generator, B, S)
     cases.append(("a boolean mask, padding and a fully masked row", _scores(generator, (B, S)), mask))
@@ -229,8 +226,8 @@ def check_context_vector(student_fn) -> None:
 
 def _decoder_step_inputs(batch: int | None = None):
     def make(generator: torch.Generator):
-        seed = _size(generator, 0, 9_999)
-        B = batch or _size(generator, 2, 4)
+        seed = random_size(generator, 0, 9_999)
+        B = batch or random_size(generator, 2, 4)
         src_vocab, tgt_vocab = date_vocabs()
         torch.manual_seed(seed)
         model = bahdanau_model(len(src_vocab), len(tgt_vocab), embed_dim=8, hidden_dim=16,
@@ -241,7 +238,7 @@ def _decoder_step_inputs(batch: int | None = None):
         with torch.no_grad():
             memory = model.encoder(batch_.src, batch_.src_lengths)
             state = model.decoder.init_state(memory)
-            for t in range(_size(generator, 0, 3)):  # start a few steps in
+            for t in range(random_size(generator, 0, 3)):  # start a few steps in
                 _, state, _ = model.decoder.step(batch_.tgt_in[:, t], state, memory)
         return model.decoder, batch_.tgt_in[:, 3], state, memory
     return make

@@ -24,16 +24,13 @@ from attnbook.checks.core import (
     compare_gradients,
     compare_with_reference,
     in_turn,
+    random_size,
 )
-
-
-def _size(generator: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
 def _shape(generator: torch.Generator, fixed: tuple, ranges: tuple) -> tuple[int, ...]:
     """`fixed` sizes where given (not None), random ones in `ranges` elsewhere."""
-    return tuple(f if f is not None else _size(generator, *r) for f, r in zip(fixed, ranges))
+    return tuple(f if f is not None else random_size(generator, *r) for f, r in zip(fixed, ranges))
 
 
 # Exercise 3.1
@@ -154,8 +151,8 @@ def _local_cases(generator: torch.Generator) -> list[tuple[str, tuple]]:
              ("a batch of one (D = 2)", _local_case(generator, 1, 7, 2)),
              ("D = 4, wider than most inputs", _local_case(generator, 3, 6, 4))]
     for _ in range(2):
-        B, S = _size(generator, 2, 4), _size(generator, 3, 12)
-        cases.append(("random sizes", _local_case(generator, B, S, _size(generator, 1, 3))))
+        B, S = random_size(generator, 2, 4), random_size(generator, 3, 12)
+        cases.append(("random sizes", _local_case(generator, B, S, random_size(generator, 1, 3))))
     return [(f"with scores of shape {tuple(inputs[0].shape)}, {description}", inputs)
             for description, inputs in cases]
 

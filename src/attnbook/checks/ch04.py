@@ -19,21 +19,15 @@ from attnbook.checks.core import (
     compare_gradients,
     compare_with_reference,
     in_turn,
+    random_size,
     require_dtype,
 )
-
-
-def _size(generator: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
-
-
-
 
 # --- Exercise 4.1 ---------------------------------------------------------------------------
 
 def _regression_problem(n_query: tuple[int, int], n_train: tuple[int, int]):
     def make(generator: torch.Generator):
-        q, n = _size(generator, *n_query), _size(generator, *n_train)
+        q, n = random_size(generator, *n_query), random_size(generator, *n_train)
         x_query = torch.rand(q, generator=generator, dtype=torch.float64) * 5
         x_train = torch.rand(n, generator=generator, dtype=torch.float64) * 5
         y_train = torch.randn(n, generator=generator, dtype=torch.float64)
@@ -69,7 +63,7 @@ def check_nadaraya_watson(student_fn) -> None:
 
 def _lengths(longest_is_max_len: bool):
     def make(generator: torch.Generator):
-        batch, max_len = _size(generator, 2, 5), _size(generator, 2, 8)
+        batch, max_len = random_size(generator, 2, 5), random_size(generator, 2, 8)
         if longest_is_max_len:
             lengths = torch.randint(0, max_len + 1, (batch,), generator=generator)
             lengths[0] = max_len  # one sequence with no padding at all
@@ -81,7 +75,7 @@ def _lengths(longest_is_max_len: bool):
 
 
 def _one_sequence(generator: torch.Generator):
-    max_len = _size(generator, 1, 6)
+    max_len = random_size(generator, 1, 6)
     return torch.randint(0, max_len + 1, (1,), generator=generator), max_len
 
 
@@ -106,7 +100,7 @@ def check_causal_mask(student_fn) -> None:
     name = "Exercise 4.3 (causal_mask)"
     run = require_dtype(student_fn, torch.bool, name, "comparisons such as < or <= give one")
     compare_with_reference(run, causal_mask,
-                           in_turn(lambda g: (1,), lambda g: (2,), lambda g: (_size(g, 3, 9),)),
+                           in_turn(lambda g: (1,), lambda g: (2,), lambda g: (random_size(g, 3, 9),)),
                            name=name, trials=5, arg_names=("n",))
 
 
@@ -132,12 +126,12 @@ _MASK_CASES = [
 
 def _masked_problem(rank: int, mask_dims: tuple, kind: str):
     def make(generator: torch.Generator):
-        sizes = {"B": _size(generator, 1, 3), "H": _size(generator, 2, 3), "Lq": _size(generator, 2, 6),
-                 "Lk": _size(generator, 2, 7), 1: 1}
+        sizes = {"B": random_size(generator, 1, 3), "H": random_size(generator, 2, 3),
+                 "Lq": random_size(generator, 2, 6), "Lk": random_size(generator, 2, 7), 1: 1}
         if rank == 4 and len(mask_dims) == 2:  # a batch of 2 or 3, and as many heads as the other
-            sizes["B"] = _size(generator, 2, 3)
+            sizes["B"] = random_size(generator, 2, 3)
             sizes["H"] = 5 - sizes["B"]
-        d, dv = _size(generator, 1, 8), _size(generator, 1, 5)
+        d, dv = random_size(generator, 1, 8), random_size(generator, 1, 5)
         lead = (sizes["B"], sizes["H"])[:rank - 2]
         q = torch.randn(*lead, sizes["Lq"], d, generator=generator, dtype=torch.float64)
         k = torch.randn(*lead, sizes["Lk"], d, generator=generator, dtype=torch.float64)
@@ -188,7 +182,7 @@ def check_masked_attention(student_fn) -> None:
 
 def _large_logits(*shape_ranges: tuple[int, int]):
     def make(generator: torch.Generator):
-        shape = tuple(_size(generator, low, high) for low, high in shape_ranges)
+        shape = tuple(random_size(generator, low, high) for low, high in shape_ranges)
         # A huge offset per row makes a naive exp() overflow, even in float64; the small
         # spread within a row keeps the answer far from one-hot, so a wrong temperature
         # is caught too.

@@ -6,11 +6,7 @@ import torch
 
 from attnbook.attention import causal_mask, scaled_dot_product_attention
 from attnbook.bench import max_path_length
-from attnbook.checks.core import check_answer, compare_with_reference, in_turn
-
-
-def _size(generator: torch.Generator, low: int, high: int) -> int:
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
+from attnbook.checks.core import check_answer, compare_with_reference, in_turn, random_size
 
 
 def _weights(generator: torch.Generator, model_dim: int, head_dim: int, value_dim: int):
@@ -21,19 +17,20 @@ def _weights(generator: torch.Generator, model_dim: int, head_dim: int, value_di
 
 
 def _widths(generator: torch.Generator):
-    model_dim = _size(generator, 2, 8)
-    head_dim = _size(generator, 1, 6)
+    model_dim = random_size(generator, 2, 8)
+    head_dim = random_size(generator, 1, 6)
     while head_dim == model_dim:
-        head_dim = _size(generator, 1, 6)
-    value_dim = _size(generator, 1, 5)
+        head_dim = random_size(generator, 1, 6)
+    value_dim = random_size(generator, 1, 5)
     while value_dim == head_dim:
-        value_dim = _size(generator, 1, 5)
+        value_dim = random_size(generator, 1, 5)
     return model_dim, head_dim, value_dim
 
 
 def _cross_problem(lq: tuple[int, int], lk: tuple[int, int]):
     def make(generator: torch.Generator):
-        batch, n_q, n_k = _size(generator, 1, 3), _size(generator, *lq), _size(generator, *lk)
+        batch = random_size(generator, 1, 3)
+        n_q, n_k = random_size(generator, *lq), random_size(generator, *lk)
         model_dim, head_dim, value_dim = _widths(generator)
         x = torch.randn(batch, n_q, model_dim, generator=generator, dtype=torch.float64)
         memory = torch.randn(batch, n_k, model_dim, generator=generator, dtype=torch.float64)
@@ -61,7 +58,7 @@ def check_cross_attention(student_fn) -> None:
 
 def _self_problem(length: tuple[int, int]):
     def make(generator: torch.Generator):
-        batch, n = _size(generator, 1, 3), _size(generator, *length)
+        batch, n = random_size(generator, 1, 3), random_size(generator, *length)
         model_dim, head_dim, value_dim = _widths(generator)
         x = torch.randn(batch, n, model_dim, generator=generator, dtype=torch.float64)
         return (x, *_weights(generator, model_dim, head_dim, value_dim))
@@ -87,7 +84,7 @@ def check_causal_self_attention(student_fn) -> None:
 
 def _permutation(low: int, high: int):
     def make(generator: torch.Generator):
-        n = _size(generator, low, high)
+        n = random_size(generator, low, high)
         perm = torch.randperm(n, generator=generator)
         if n >= 3:  # a 3-cycle at the front: a permutation that is not its own inverse
             perm[:3] = perm[:3][torch.tensor([1, 2, 0])]
@@ -108,14 +105,14 @@ def check_inverse_permutation(student_fn) -> None:
 
 def _connections(kind: str):
     def make(generator: torch.Generator):
-        n = _size(generator, 2, 12)
+        n = random_size(generator, 2, 12)
         offset = torch.arange(n)[:, None] - torch.arange(n)[None, :]  # i - j
         if kind == "attention":
             return (torch.ones(n, n, dtype=torch.bool),)
         if kind == "none":
             return (torch.eye(n, dtype=torch.bool),)
-        back = _size(generator, 1, 3)
-        ahead = 0 if kind == "causal" else _size(generator, 1, 3)
+        back = random_size(generator, 1, 3)
+        ahead = 0 if kind == "causal" else random_size(generator, 1, 3)
         return ((offset <= back) & (-offset <= ahead),)  # a band: i reads j in [i - back, i + ahead]
     return make
 

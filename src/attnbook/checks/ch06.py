@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from attnbook.checks.core import CheckFailed, compare_with_reference, in_turn
+from attnbook.checks.core import CheckFailed, compare_with_reference, in_turn, random_size
 from attnbook.positional import alibi_bias, alibi_slopes, apply_rope, sinusoidal_encoding
-
-
-def _randint(generator: torch.Generator, low: int, high: int) -> int:
-    """An integer in [low, high]."""
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
 def _table_sizes(n_positions: tuple[int, int], half_width: tuple[int, int]):
     def make(generator: torch.Generator):
-        return _randint(generator, *n_positions), 2 * _randint(generator, *half_width)
+        return random_size(generator, *n_positions), 2 * random_size(generator, *half_width)
     return make
 
 
@@ -33,8 +28,8 @@ def check_sinusoidal_table(student_fn) -> None:
 
 def _rope_inputs(leading: tuple[int, ...], dtype: torch.dtype):
     def make(generator: torch.Generator):
-        length, d = _randint(generator, 2, 9), 2 * _randint(generator, 2, 8)
-        shape = tuple(_randint(generator, 1, n) for n in leading) + (length, d)
+        length, d = random_size(generator, 2, 9), 2 * random_size(generator, 2, 8)
+        shape = tuple(random_size(generator, 1, n) for n in leading) + (length, d)
         x = torch.randn(shape, generator=generator, dtype=dtype)
         positions = torch.randint(0, 100, (length,), generator=generator)  # not 0, 1, 2, ...
         return x, positions
@@ -80,14 +75,14 @@ def check_alibi_slopes(student_fn) -> None:
     """
     name = "Exercise 6.3 (slopes)"
     fixed = [lambda g, n=n: (n,) for n in (1, 2, 3, 6, 8, 12)]
-    cases = in_turn(*fixed, *[lambda g: (_randint(g, 1, 24),)] * 4)
+    cases = in_turn(*fixed, *[lambda g: (random_size(g, 1, 24),)] * 4)
     compare_with_reference(_as_tensor(student_fn, name), alibi_slopes, cases, name=name, trials=10)
 
 
 def _bias_sizes(extra_keys: tuple[int, int], n_queries: tuple[int, int] = (2, 8)):
     def make(generator: torch.Generator):
-        lq = _randint(generator, *n_queries)
-        return _randint(generator, 2, 8), lq, lq + _randint(generator, *extra_keys)
+        lq = random_size(generator, *n_queries)
+        return random_size(generator, 2, 8), lq, lq + random_size(generator, *extra_keys)
     return make
 
 

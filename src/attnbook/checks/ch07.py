@@ -6,19 +6,14 @@ import torch
 from torch import nn
 
 from attnbook.attention import causal_mask
-from attnbook.checks.core import CheckFailed, check_answer, compare_with_reference, in_turn
+from attnbook.checks.core import CheckFailed, check_answer, compare_with_reference, in_turn, random_size
 from attnbook.multihead import MultiHeadAttention, merge_heads, split_heads
-
-
-def _randint(generator: torch.Generator, low: int, high: int) -> int:
-    """An integer in [low, high]."""
-    return int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
 def _split_inputs(batch: tuple[int, int], length: tuple[int, int], heads: tuple[int, int]):
     def make(generator: torch.Generator):
-        n_heads, head_dim = _randint(generator, *heads), _randint(generator, 1, 5)
-        x = torch.randn(_randint(generator, *batch), _randint(generator, *length), n_heads * head_dim,
+        n_heads, head_dim = random_size(generator, *heads), random_size(generator, 1, 5)
+        x = torch.randn(random_size(generator, *batch), random_size(generator, *length), n_heads * head_dim,
                         generator=generator)
         return x, n_heads
     return make
@@ -38,15 +33,16 @@ def check_split_heads(student_fn) -> None:
 
 def _merge_inputs(low: int):
     def make(generator: torch.Generator):
-        shape = [_randint(generator, low, 3), _randint(generator, low, 4), _randint(generator, low, 6),
-                 _randint(generator, 1, 5)]
+        shape = [random_size(generator, low, 3), random_size(generator, low, 4),
+                 random_size(generator, low, 6), random_size(generator, 1, 5)]
         return (torch.randn(*shape, generator=generator),)
     return make
 
 
 def _merge_ones(generator: torch.Generator):
     """A batch of one and a length of one, with several heads (a squeeze() drops both)."""
-    return (torch.randn(1, _randint(generator, 2, 4), 1, _randint(generator, 1, 5), generator=generator),)
+    n_heads, head_dim = random_size(generator, 2, 4), random_size(generator, 1, 5)
+    return (torch.randn(1, n_heads, 1, head_dim, generator=generator),)
 
 
 def check_merge_heads(student_fn) -> None:
@@ -63,10 +59,13 @@ def check_merge_heads(student_fn) -> None:
 
 def _module_and_inputs(mask_kind: str):
     def make(generator: torch.Generator):
-        n_heads, head_dim = _randint(generator, 2, 4), _randint(generator, 1, 4)
-        batch, n_queries = _randint(generator, 1, 3), _randint(generator, 2, 6)
-        n_keys = _randint(generator, 1, 6) if mask_kind != "causal" else n_queries + _randint(generator, 0, 3)
-        torch.manual_seed(_randint(generator, 0, 10_000))
+        n_heads, head_dim = random_size(generator, 2, 4), random_size(generator, 1, 4)
+        batch, n_queries = random_size(generator, 1, 3), random_size(generator, 2, 6)
+        if mask_kind == "causal":
+            n_keys = n_queries + random_size(generator, 0, 3)
+        else:
+            n_keys = random_size(generator, 1, 6)
+        torch.manual_seed(random_size(generator, 0, 10_000))
         module = MultiHeadAttention(n_heads * head_dim, n_heads)
         query = torch.randn(batch, n_queries, n_heads * head_dim, generator=generator)
         key = torch.randn(batch, n_keys, n_heads * head_dim, generator=generator)

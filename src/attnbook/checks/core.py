@@ -251,7 +251,7 @@ def compare_with_reference(student: Callable, reference: Callable,
         if problem:
             raise CheckFailed(f"{name}: on test {trial + 1} of {trials}, with inputs "
                               f"({shapes}): {problem}")
-    print(f"✅ {name}: correct on {trials} random inputs.")
+    print(f"✅ {name}: correct on {trials} test inputs.")
 
 
 def check_answer(answer, expected, name: str, hint: str = "") -> None:
@@ -322,6 +322,11 @@ def compare_gradients(student: Callable, reference: Callable, inputs: tuple, wrt
         if problem:
             raise CheckFailed(f"{name}: {case}, the gradient with respect to {argument} is "
                               f"wrong: {problem}")
+
+
+def random_size(generator: torch.Generator, low: int, high: int) -> int:
+    """A whole number drawn uniformly from [low, high], both included."""
+    return int(torch.randint(low, high + 1, (1,), generator=generator))
 
 
 def in_turn(*makers: Callable[[torch.Generator], tuple]) -> Callable[[torch.Generator], tuple]:
