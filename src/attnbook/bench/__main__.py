@@ -1,0 +1,79 @@
+"""`python -m attnbook.bench flash --device cpu|cuda`: the benchmarks of the book's later chapters.
+
+    flash    FlashAttention against plain attention and scaled_dot_product_attention
+             (chapter 11); writes benchmarks/flash-<device>-<tag>.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def flash_main(args: argparse.Namespace) -> int:
+    from attnbook.bench import flash
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device is available here")
+        return 2
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
+    machine = flash.machine_description(device)
+    machine["date"] = datetime.date.today().isoformat()
+    machine["autotune"] = not args.untuned
+    shapes = flash.GPU_SHAPES if device == "cuda" else flash.CPU_SHAPES
+    if args.shapes:
+        shapes = [shapes[i] for i in args.shapes]
+    impls = flash.implementations(device, autotune=not args.untuned)
+    if args.only:
+        impls = {name: fn for name, fn in impls.items() if name in args.only}
+    print(f"machine: {json.dumps(machine)}", flush=True)
+    rows = flash.run_time_rows(device, dtype, shapes, impls, args.repeats, machine)
+    ours, baselines = ("triton", list(flash.SDPA_BACKENDS)) if device == "cuda" else ("tiled", ["sdpa"])
+    flash.add_ratios(rows, ours, baselines)
+    if args.memory_n:
+        head_dim = 64
+        shape = (1, 16, args.memory_n, head_dim) if device == "cuda" else (1, 1, args.memory_n, head_dim)
+        rows += flash.peak_memory_rows(device, dtype, shape, impls, machine)
+    print("\nratios of", ours, "to the fastest of", baselines)
+    for row in rows:
+        if "ratio" in row:
+            print(flash.format_row(row))
+    out = Path(args.out or f"benchmarks/flash-{device}-{args.tag}.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    print(f"wrote {len(rows)} rows to {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m attnbook.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    flash = commands.add_parser("flash", help="FlashAttention against PyTorch's attention")
+    flash.add_argument("--device", choices=["cpu", "cuda"],
+                       default="cuda" if torch.cuda.is_available() else "cpu")
+    flash.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                       help="default: bfloat16 on cuda, float32 on cpu")
+    flash.add_argument("--repeats", type=int, default=20, help="timed runs per row (median reported; >= 20)")
+    flash.add_argument("--shapes", type=int, nargs="*", help="indices into the shape list (default: all)")
+    flash.add_argument("--only", nargs="*", help="implementations to run (default: all)")
+    flash.add_argument("--untuned", action="store_true", help="the Triton kernel with one fixed tile setting")
+    flash.add_argument("--memory-n", type=int, default=None,
+                       help="also measure peak memory at this length (16384 on the GPU, 32768 on the CPU)")
+    flash.add_argument("--tag", default="results", help="results file: benchmarks/flash-<device>-<tag>.jsonl")
+    flash.add_argument("--out", default=None, help="results file (overrides --tag)")
+    args = parser.parse_args(argv)
+    if args.command == "flash":
+        if args.repeats < 20:
+            parser.error("--repeats must be at least 20")
+        return flash_main(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
