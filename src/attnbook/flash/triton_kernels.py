@@ -153,9 +153,9 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, cols, start
             lse = tl.load(lse_base + rows)
             delta = tl.load(delta_base + rows)
         st = tl.dot(k, tl.trans(q)) * qk_scale  # scores, transposed: (BLOCK_N, BLOCK_M), base 2
-        pt = tl.math.exp2(st - lse[None, :] * 1.4426950408889634)  # recomputed probabilities
         if MASKED and CAUSAL:
-            pt = tl.where(cols[:, None] <= rows[None, :] + causal_offset, pt, 0.0)
+            st = tl.where(cols[:, None] <= rows[None, :] + causal_offset, st, float("-inf"))
+        pt = tl.math.exp2(st - lse[None, :] * 1.4426950408889634)  # recomputed probabilities
         dv += tl.dot(pt.to(do.dtype), do)
         dpt = tl.dot(v, tl.trans(do))  # dP transposed
         dst = pt * (dpt - delta[None, :])  # dS transposed
@@ -229,9 +229,9 @@ def _dq_tiles(dq, q, do, lse, delta, k_base, v_base, rows, start, end, n_keys, c
             k = tl.load(k_ptrs)
             v = tl.load(v_ptrs)
         s = tl.dot(q, tl.trans(k)) * qk_scale
-        p = tl.math.exp2(s - lse[:, None] * 1.4426950408889634)
         if MASKED and CAUSAL:
-            p = tl.where(cols[None, :] <= rows[:, None] + causal_offset, p, 0.0)
+            s = tl.where(cols[None, :] <= rows[:, None] + causal_offset, s, float("-inf"))
+        p = tl.math.exp2(s - lse[:, None] * 1.4426950408889634)
         dp = tl.dot(do, tl.trans(v))
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k)
