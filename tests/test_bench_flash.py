@@ -87,3 +87,12 @@ def test_no_gpu_is_refused_clearly(capsys):
     from attnbook.bench.__main__ import main
     assert main(["flash", "--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().out
+
+
+def test_kvcache_benchmark_prints_a_speedup_per_length(capsys):
+    from attnbook.bench.__main__ import main
+    assert main(["kvcache", "--lengths", "2", "4", "--d-model", "16", "--layers", "1", "--heads", "2",
+                 "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "speed-up" in lines[1] and lines[2].split()[0] == "2" and lines[3].split()[0] == "4"
+    assert lines[3].endswith("x")

@@ -198,3 +198,50 @@ def plot_head_weights(weights, tokens=None, axes=None, titles=None):
             ax.set_xticks(range(len(tokens)), tokens, fontsize="x-small")
             ax.set_yticks(range(len(tokens)), tokens, fontsize="x-small")
     return axes
+
+
+FLASH_IMPLS = {"triton": "this book's Triton kernel", "sdpa-cudnn": "SDPA, cuDNN backend",
+               "sdpa-flash": "SDPA, flash backend", "sdpa-efficient": "SDPA, efficient backend",
+               "plain": "plain attention"}
+
+
+def _row_label(row: dict) -> str:
+    return f"{row['B']}×{row['H']}×{row['N']}×{row['d']}" + (" causal" if row["causal"] else "")
+
+
+def plot_flash_throughput(rows: list[dict], which_pass: str, ax=None, impls=tuple(FLASH_IMPLS)):
+    """TFLOP/s of each implementation on each benchmark row (B×H×N×d, causal or not):
+    grouped horizontal bars, one group per row of the benchmark, for one pass
+    ("forward" or "forward+backward")."""
+    timed = [r for r in rows if r["kind"] == "time" and r["pass"] == which_pass and "tflops" in r]
+    shapes = list(dict.fromkeys(_row_label(r) for r in timed))
+    present = [name for name in impls if any(r["impl"] == name for r in timed)]
+    ax = _axes(ax, figsize=(7, 0.5 + 0.45 * len(shapes) * max(1, len(present)) / 2))
+    height = 0.8 / max(1, len(present))
+    for i, name in enumerate(present):
+        values = {_row_label(r): r["tflops"] for r in timed if r["impl"] == name}
+        ys = [s - 0.4 + height * (i + 0.5) for s in range(len(shapes))]
+        ax.barh(ys, [values.get(shape, 0.0) for shape in shapes], height=height,
+                label=FLASH_IMPLS.get(name, name), color=f"C{i}")
+    ax.set_yticks(range(len(shapes)), shapes)
+    ax.invert_yaxis()
+    ax.set(xlabel="TFLOP/s", title=which_pass)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize="small")
+    return ax
+
+
+def plot_flash_ratios(files: dict[str, list[dict]], ax=None):
+    """The Triton kernel's ratio to the fastest PyTorch backend on each row, one marker
+    per results file (e.g. before and after tuning), with the 1.0 line of the target."""
+    ax = _axes(ax, figsize=(7, 4))
+    for i, (name, rows) in enumerate(files.items()):
+        ours = [r for r in rows if r["impl"] == "triton" and "ratio" in r]
+        labels = [f"{_row_label(r)} {'fwd' if r['pass'] == 'forward' else 'fwd+bwd'}" for r in ours]
+        ax.scatter([r["ratio"] for r in ours], range(len(ours)), label=name, color=f"C{i}",
+                   marker="os^"[i % 3])
+        ax.set_yticks(range(len(ours)), labels, fontsize="small")
+    ax.axvline(1.0, color="gray", linestyle="--", linewidth=1)
+    ax.invert_yaxis()
+    ax.set(xlabel="TFLOP/s ratio to the fastest scaled_dot_product_attention backend")
+    ax.legend(loc="upper left", fontsize="small")
+    return ax

@@ -2,6 +2,8 @@
 
     flash    FlashAttention against plain attention and scaled_dot_product_attention
              (chapter 11); writes benchmarks/flash-<device>-<tag>.jsonl
+    kvcache  generation with the KV cache against recomputing every step (chapter 9):
+             tokens per second and the speed-up, per number of new tokens
 """
 
 from __future__ import annotations
@@ -50,6 +52,18 @@ def flash_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def kvcache_main(args: argparse.Namespace) -> int:
+    from attnbook.lm import CausalLM, format_rows, kv_cache_benchmark
+    torch.manual_seed(0)  # the weights do not matter to the speed; the sizes do
+    model = CausalLM(vocab_size=args.vocab, d_model=args.d_model, n_layers=args.layers,
+                     n_heads=args.heads, max_len=max(args.lengths) + 1)
+    print(f"model: d_model={args.d_model}, layers={args.layers}, heads={args.heads}, vocab={args.vocab}; "
+          f"greedy generation from a 1-token prompt, fastest of {args.repeats} runs, "
+          f"{torch.get_num_threads()} threads")
+    print(format_rows(kv_cache_benchmark(model, args.lengths, repeats=args.repeats)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attnbook.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,7 +81,16 @@ def main(argv: list[str] | None = None) -> int:
                        help="also measure peak memory at this length (16384 on the GPU, 32768 on the CPU)")
     flash.add_argument("--tag", default="results", help="results file: benchmarks/flash-<device>-<tag>.jsonl")
     flash.add_argument("--out", default=None, help="results file (overrides --tag)")
+    kvcache = commands.add_parser("kvcache", help="generation with and without the KV cache")
+    kvcache.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128, 256, 512])
+    kvcache.add_argument("--d-model", type=int, default=128)
+    kvcache.add_argument("--layers", type=int, default=4)
+    kvcache.add_argument("--heads", type=int, default=4)
+    kvcache.add_argument("--vocab", type=int, default=100)
+    kvcache.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.command == "kvcache":
+        return kvcache_main(args)
     if args.command == "flash":
         if args.repeats < 20:
             parser.error("--repeats must be at least 20")
