@@ -79,6 +79,8 @@ def run_once(notebook: str, seed: int, threads: int, root: Path = ROOT) -> dict:
     with tempfile.TemporaryDirectory(prefix="attnbook-seeds-") as scratch:
         scratch = Path(scratch)
         shutil.copytree(root / "chapters" / "results", scratch / "chapters" / "results")
+        if (root / "benchmarks").is_dir():  # chapters 10-11 plot the committed GPU results
+            shutil.copytree(root / "benchmarks", scratch / "benchmarks")
         folder = scratch / source.parent.name
         folder.mkdir(exist_ok=True)
         metrics_file = scratch / "metrics.jsonl"

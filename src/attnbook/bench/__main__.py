@@ -27,6 +27,9 @@ def flash_main(args: argparse.Namespace) -> int:
     machine = flash.machine_description(device)
     machine["date"] = datetime.date.today().isoformat()
     machine["autotune"] = not args.untuned
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        machine["threads"] = args.threads
     shapes = flash.GPU_SHAPES if device == "cuda" else flash.CPU_SHAPES
     if args.shapes:
         shapes = [shapes[i] for i in args.shapes]
@@ -34,7 +37,7 @@ def flash_main(args: argparse.Namespace) -> int:
     if args.only:
         impls = {name: fn for name, fn in impls.items() if name in args.only}
     print(f"machine: {json.dumps(machine)}", flush=True)
-    rows = flash.run_time_rows(device, dtype, shapes, impls, args.repeats, machine)
+    rows = [] if args.no_time else flash.run_time_rows(device, dtype, shapes, impls, args.repeats, machine)
     ours, baselines = ("triton", list(flash.SDPA_BACKENDS)) if device == "cuda" else ("tiled", ["sdpa"])
     flash.add_ratios(rows, ours, baselines)
     if args.memory_n:
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     flash.add_argument("--untuned", action="store_true", help="the Triton kernel with one fixed tile setting")
     flash.add_argument("--memory-n", type=int, default=None,
                        help="also measure peak memory at this length (16384 on the GPU, 32768 on the CPU)")
+    flash.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    flash.add_argument("--no-time", action="store_true", help="only the peak-memory rows")
     flash.add_argument("--tag", default="results", help="results file: benchmarks/flash-<device>-<tag>.jsonl")
     flash.add_argument("--out", default=None, help="results file (overrides --tag)")
     kvcache = commands.add_parser("kvcache", help="generation with and without the KV cache")

@@ -14,6 +14,7 @@ last about a millisecond, so the clock's and the launch's overheads stay small.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import platform
@@ -69,10 +70,9 @@ def machine_description(device: str) -> dict:
     """What the numbers were measured on: the device, its driver and the software versions."""
     info = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
             "cpu": platform.processor() or platform.machine(), "host": platform.node()}
-    try:
-        import triton
-        info["triton"] = triton.__version__
-    except ImportError:
+    try:  # the version without importing triton (attnbook.flash must set it up first)
+        info["triton"] = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
         info["triton"] = None
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
