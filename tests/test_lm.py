@@ -12,10 +12,8 @@ from attnbook.lm import (
     KVCache,
     bigram_loss,
     evaluate_loss,
-    format_rows,
     generate,
     grouped_query_attention,
-    kv_cache_benchmark,
     kv_cache_bytes,
     random_windows,
     repeat_kv,
@@ -253,12 +251,3 @@ def test_work_per_generation_counts_positions():
     assert work_per_generation(1, 4, use_cache=False) == 1 + 2 + 3 + 4
     assert work_per_generation(1, 4, use_cache=True) == 4
     assert work_per_generation(3, 2, use_cache=False) == 3 + 4
-
-
-def test_benchmark_rows_and_table():
-    model = small_model(max_len=40)
-    rows = kv_cache_benchmark(model, [4, 8], repeats=1)
-    assert [r["new_tokens"] for r in rows] == [4, 8]
-    assert all(r["cached_tok_s"] > 0 and r["recompute_tok_s"] > 0 for r in rows)
-    assert abs(rows[0]["speedup"] - rows[0]["cached_tok_s"] / rows[0]["recompute_tok_s"]) < 1e-9
-    assert "speed-up" in format_rows(rows) and len(format_rows(rows).splitlines()) == 3

@@ -56,7 +56,8 @@ def flash_main(args: argparse.Namespace) -> int:
 
 
 def kvcache_main(args: argparse.Namespace) -> int:
-    from attnbook.lm import CausalLM, format_rows, kv_cache_benchmark
+    from attnbook.bench.kvcache import format_rows, kv_cache_benchmark
+    from attnbook.lm import CausalLM
     torch.manual_seed(0)  # the weights do not matter to the speed; the sizes do
     model = CausalLM(vocab_size=args.vocab, d_model=args.d_model, n_layers=args.layers,
                      n_heads=args.heads, max_len=max(args.lengths) + 1)
