@@ -134,3 +134,20 @@ def test_causal_needs_as_many_keys_as_queries():
     q, k, v, _ = inputs(8, 5, 1, 1, 16)
     with pytest.raises(ValueError, match=r"causal attention needs at least as many keys as queries"):
         flash_attention(q, k, v, causal=True)
+
+
+def test_empty_query_is_differentiable():
+    q, k, v, _ = inputs(1, 5, 1, 1, 16)
+    q, k, v = (x.requires_grad_() for x in (q[:, :, :0].clone(), k, v))
+    out = flash_attention(q, k, v)
+    out.sum().backward()
+    assert q.grad.shape == q.shape and (k.grad == 0).all() and (v.grad == 0).all()
+
+
+def test_non_contiguous_inputs_and_gradients():
+    q, k, v, grad = inputs(13, 13, 2, 2, 16)
+    q, k, v = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v))  # strided views
+    assert not q.is_contiguous()
+    ours = value_and_grads(lambda *a: flash_attention(*a[:3], causal=a[3]), q, k, v,
+                           grad.transpose(-1, -2).contiguous().transpose(-1, -2), True)
+    assert_matches_reference(ours, q, k, v, grad, True)

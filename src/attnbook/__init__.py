@@ -5,8 +5,11 @@ Modules, each importing only those above it:
     data                       the running task, vocabularies, batches
     attention                  scores, masked softmax, scaled dot-product attention, masks
     positional, multihead      position encodings and multi-head attention
-    seq2seq                    encoder-decoder models of Part I
-    train, viz, bench, checks  training loops, plots, timing, exercise checks
+    seq2seq, transformer, lm   encoder-decoder models of Part I, the Transformer, language models
+    data_text                  the text chapter 9's language model reads (Python's own library)
+    cost, flash                the cost of attention; FlashAttention in PyTorch and in Triton
+    train, viz, diagrams       training loops, plots of results, drawings of mechanisms
+    bench, checks              timing, memory and the benchmarks; exercise checks
 """
 
 __version__ = "0.1.0"

@@ -7,6 +7,13 @@
 - `attnbook.flash.function`: `flash_attention`, the kernels behind an autograd Function.
 """
 
-from attnbook.flash.function import flash_attention
-
 __all__ = ["flash_attention"]
+
+
+def __getattr__(name: str):
+    """Import the Triton kernels only when asked for: the reference algorithm in
+    `attnbook.flash.reference` is plain PyTorch and needs no Triton."""
+    if name == "flash_attention":
+        from attnbook.flash.function import flash_attention
+        return flash_attention
+    raise AttributeError(f"module 'attnbook.flash' has no attribute {name!r}")

@@ -78,6 +78,9 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
     if causal and n_keys < n_queries:
         raise ValueError(f"causal attention needs at least as many keys as queries (the diagonal is "
                          f"aligned at the bottom right), got q {tuple(q.shape)} and k {tuple(k.shape)}")
+    if batch * heads > 65535:
+        raise ValueError(f"batch * heads must be at most 65535 (the kernels' second grid axis), "
+                         f"got q {tuple(q.shape)}")
     if head_dim not in HEAD_DIMS:
         raise ValueError(f"head_dim must be one of {HEAD_DIMS}, got {head_dim} (q {tuple(q.shape)})")
     if q.device != k.device or q.device != v.device:
@@ -104,6 +107,8 @@ def flash_forward_triton(q, k, v, causal: bool, scale: float, autotune: bool):
     n_keys, group_size = k.shape[2], heads // k.shape[1]
     out = torch.empty_like(q)
     lse = torch.empty(batch, heads, n_queries, device=q.device, dtype=torch.float32)
+    if n_queries == 0:
+        return out, lse
     args = (q, k, v, out, lse, scale * kernels.LOG2E, n_queries, n_keys, heads, group_size)
     _launch("forward", kernels._attn_fwd, n_queries, batch * heads, args, head_dim, causal, autotune)
     return out, lse
@@ -116,6 +121,8 @@ def flash_backward_triton(q, k, v, out, lse, grad_out, causal: bool, scale: floa
     kv_heads, n_keys = k.shape[1], k.shape[2]
     group_size = heads // kv_heads
     grad_out = grad_out.contiguous()
+    if n_queries == 0:  # no query: no gradient reaches k or v
+        return torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
     delta = torch.empty_like(lse)
     rows = batch * heads * n_queries
     block = 16 if kernels.INTERPRETED else 128
@@ -142,6 +149,7 @@ class FlashAttentionFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
         dq, dk, dv = flash_backward_triton(q, k, v, out, lse, grad_out, ctx.causal, ctx.scale,
@@ -157,12 +165,14 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
     heads); d in 16, 32, 64, 128. float16/bfloat16 CUDA tensors, or float32 CPU tensors
     in Triton's interpreter. causal: query i sees keys j <= i + Nk - Nq. scale defaults
     to 1/sqrt(d). autotune (default: on the GPU) picks tile sizes per shape.
+
+    The kernels read contiguous (B, H, N, d) tensors: other layouts, such as a
+    transposed (B, N, H, d) view, are copied first. Differentiable once (no
+    second-order gradients).
     """
     check_inputs(q, k, v, causal)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     if autotune is None:
         autotune = not kernels.INTERPRETED
-    if q.shape[2] == 0:
-        return q.new_empty(q.shape)
     return FlashAttentionFunction.apply(q, k, v, bool(causal), float(scale), bool(autotune))

@@ -29,11 +29,12 @@ if not torch.cuda.is_available():
     # Without a GPU the kernels run in Triton's interpreter. Triton reads this variable
     # when it is first imported (its own library of @triton.jit functions depends on it),
     # so it must be set before anything imports triton.
-    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+    interpreting = os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "on", "yes")
+    if "triton" in sys.modules and not interpreting:
         raise RuntimeError("triton was imported before attnbook.flash on a machine without CUDA, so its "
                            "kernels cannot run in the interpreter: set TRITON_INTERPRET=1 in the "
                            "environment, or import attnbook.flash before triton")
-    os.environ["TRITON_INTERPRET"] = "1"
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
