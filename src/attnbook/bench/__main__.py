@@ -56,15 +56,28 @@ def flash_main(args: argparse.Namespace) -> int:
 
 
 def kvcache_main(args: argparse.Namespace) -> int:
+    from attnbook.bench import flash
     from attnbook.bench.kvcache import format_rows, kv_cache_benchmark
     from attnbook.lm import CausalLM
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # the weights do not matter to the speed; the sizes do
     model = CausalLM(vocab_size=args.vocab, d_model=args.d_model, n_layers=args.layers,
                      n_heads=args.heads, max_len=max(args.lengths) + 1)
-    print(f"model: d_model={args.d_model}, layers={args.layers}, heads={args.heads}, vocab={args.vocab}; "
-          f"greedy generation from a 1-token prompt, fastest of {args.repeats} runs, "
-          f"{torch.get_num_threads()} threads")
-    print(format_rows(kv_cache_benchmark(model, args.lengths, repeats=args.repeats)))
+    settings = {"d_model": args.d_model, "layers": args.layers, "heads": args.heads, "vocab": args.vocab,
+                "prompt": 1, "repeats": args.repeats, "warmup": args.warmup,
+                "threads": torch.get_num_threads()}
+    print(f"model and timing: {json.dumps(settings)}; greedy generation, fastest of the repeats")
+    rows = kv_cache_benchmark(model, args.lengths, repeats=args.repeats, warmup=args.warmup)
+    print(format_rows(rows))
+    if args.out:
+        machine = flash.machine_description("cpu")
+        machine["date"] = datetime.date.today().isoformat()
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps({**row, "settings": settings, "machine": machine}) + "\n"
+                               for row in rows))
+        print(f"wrote {len(rows)} rows to {out}")
     return 0
 
 
@@ -88,12 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     flash.add_argument("--tag", default="results", help="results file: benchmarks/flash-<device>-<tag>.jsonl")
     flash.add_argument("--out", default=None, help="results file (overrides --tag)")
     kvcache = commands.add_parser("kvcache", help="generation with and without the KV cache")
-    kvcache.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128, 256, 512])
+    kvcache.add_argument("--lengths", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
     kvcache.add_argument("--d-model", type=int, default=128)
     kvcache.add_argument("--layers", type=int, default=4)
     kvcache.add_argument("--heads", type=int, default=4)
-    kvcache.add_argument("--vocab", type=int, default=100)
+    kvcache.add_argument("--vocab", type=int, default=96, help="chapter 9's character vocabulary")
     kvcache.add_argument("--repeats", type=int, default=3)
+    kvcache.add_argument("--warmup", type=int, default=1)
+    kvcache.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
+    kvcache.add_argument("--out", default=None, help="results file, e.g. benchmarks/kvcache-cpu.jsonl")
     args = parser.parse_args(argv)
     if args.command == "kvcache":
         return kvcache_main(args)
