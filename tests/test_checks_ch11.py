@@ -3,6 +3,8 @@ verdict, and correct answers written differently from the reference pass."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -20,11 +22,48 @@ from attnbook.flash.reference import flash_forward
 
 INF = float("-inf")
 
-# --- 11.1 one tile step --------------------------------------------------------------------
+# --- 11.1 one tile step, in base 2 ---------------------------------------------------------
+
+LN2 = math.log(2.0)
 
 
-def tile_step_solution(q_tile, k_tile, v_tile, acc, row_max, row_sum, scale, mask=None):
-    scores = scale * q_tile @ k_tile.transpose(-2, -1)
+def tile_step_solution(q_tile, k_tile, v_tile, acc, row_max, row_sum, qk_scale, mask=None):
+    scores = qk_scale * q_tile @ k_tile.transpose(-2, -1)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, INF)
+    new_max = torch.maximum(row_max, scores.amax(dim=-1))
+    safe = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+    rescale = torch.exp2(row_max - safe)
+    p = torch.exp2(scores - safe[..., None])
+    return acc * rescale[..., None] + p @ v_tile, new_max, row_sum * rescale + p.sum(-1)
+
+
+def tile_step_natural_inside(q_tile, k_tile, v_tile, acc, row_max, row_sum, qk_scale,
+                             mask=None):
+    """Correct, written differently: natural exponentials of the scores times ln 2, the
+    old state merged through torch.where, einsum for the products."""
+    scores = qk_scale * q_tile @ k_tile.transpose(-2, -1)
+    if mask is not None:
+        scores = torch.where(mask, scores, torch.full_like(scores, INF))
+    tile_max = scores.max(dim=-1).values
+    new_max = torch.where(tile_max > row_max, tile_max, row_max)
+    finite = torch.isfinite(new_max)
+    shift = torch.where(finite, new_max, 0.0)
+    p = torch.exp((scores - shift.unsqueeze(-1)) * LN2)
+    old = torch.where(finite, torch.exp((row_max - shift) * LN2), 0.0)
+    return (torch.einsum("...r,...rc->...rc", old, acc)
+            + torch.einsum("...rk,...kc->...rc", p, v_tile), new_max, old * row_sum + p.sum(-1))
+
+
+@pytest.mark.parametrize("student", [tile_step_solution, tile_step_natural_inside])
+def test_11_1_passes_correct_answers_written_differently(student, capsys):
+    check_tile_step(student)
+    assert "✅ Exercise 11.1" in capsys.readouterr().out
+
+
+def natural_exp(q_tile, k_tile, v_tile, acc, row_max, row_sum, qk_scale, mask=None):
+    """Copies the chapter's natural-log step: exp where the base-2 scores need exp2."""
+    scores = qk_scale * q_tile @ k_tile.transpose(-2, -1)
     if mask is not None:
         scores = scores.masked_fill(~mask, INF)
     new_max = torch.maximum(row_max, scores.amax(dim=-1))
@@ -34,78 +73,66 @@ def tile_step_solution(q_tile, k_tile, v_tile, acc, row_max, row_sum, scale, mas
     return acc * rescale[..., None] + p @ v_tile, new_max, row_sum * rescale + p.sum(-1)
 
 
-def tile_step_via_lse(q_tile, k_tile, v_tile, acc, row_max, row_sum, scale, mask=None):
-    """Correct, written differently: merge the old state and the tile through log-sum-exps."""
-    scores = scale * q_tile @ k_tile.transpose(-2, -1)
-    if mask is not None:
-        scores = torch.where(mask, scores, torch.full_like(scores, INF))
-    tile_max = scores.max(dim=-1).values
-    new_max = torch.where(tile_max > row_max, tile_max, row_max)
-    finite = torch.isfinite(new_max)
-    shift = torch.where(finite, new_max, 0.0)
-    p = torch.exp(scores - shift.unsqueeze(-1))
-    old = torch.where(finite, torch.exp(row_max - shift), 0.0)
-    return (torch.einsum("...r,...rc->...rc", old, acc) + torch.einsum("...rk,...kc->...rc", p,
-                                                                       v_tile),
-            new_max, old * row_sum + p.sum(-1))
+def natural_max(q_tile, k_tile, v_tile, acc, row_max, row_sum, qk_scale, mask=None):
+    """Works in natural units (qk_scale / log2 e) and returns the natural maximum."""
+    new_acc, new_max, new_sum = tile_step_solution(q_tile, k_tile, v_tile, acc, row_max,
+                                                   row_sum, qk_scale, mask)
+    return new_acc, new_max * LN2, new_sum
 
 
-@pytest.mark.parametrize("student", [tile_step_solution, tile_step_via_lse])
-def test_11_1_passes_correct_answers_written_differently(student, capsys):
-    check_tile_step(student)
-    assert "✅ Exercise 11.1" in capsys.readouterr().out
-
-
-def no_rescale(q_tile, k_tile, v_tile, acc, row_max, row_sum, scale, mask=None):
+def no_rescale(q_tile, k_tile, v_tile, acc, row_max, row_sum, qk_scale, mask=None):
     """Forgets that the old acc and sum were relative to the old maximum."""
-    new_acc, new_max, _ = tile_step_solution(q_tile, k_tile, v_tile, acc, row_max, row_sum,
-                                             scale, mask)
-    scores = scale * q_tile @ k_tile.transpose(-2, -1)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, INF)
-    safe = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
-    p = torch.exp(scores - safe[..., None])
-    return acc + p @ v_tile, new_max, row_sum + p.sum(-1)
-
-
-def unsafe_max(q_tile, k_tile, v_tile, acc, row_max, row_sum, scale, mask=None):
-    """Subtracts the new maximum even when it is -inf: exp(-inf - -inf) is NaN."""
-    scores = scale * q_tile @ k_tile.transpose(-2, -1)
+    scores = qk_scale * q_tile @ k_tile.transpose(-2, -1)
     if mask is not None:
         scores = scores.masked_fill(~mask, INF)
     new_max = torch.maximum(row_max, scores.amax(dim=-1))
-    rescale = torch.exp(row_max - new_max)
-    p = torch.exp(scores - new_max[..., None])
+    safe = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+    p = torch.exp2(scores - safe[..., None])
+    return acc + p @ v_tile, new_max, row_sum + p.sum(-1)
+
+
+def unsafe_max(q_tile, k_tile, v_tile, acc, row_max, row_sum, qk_scale, mask=None):
+    """The kernel's step copied as it is: subtracts the new maximum even when it is -inf,
+    and 2^(-inf - -inf) is NaN."""
+    scores = qk_scale * q_tile @ k_tile.transpose(-2, -1)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, INF)
+    new_max = torch.maximum(row_max, scores.amax(dim=-1))
+    rescale = torch.exp2(row_max - new_max)
+    p = torch.exp2(scores - new_max[..., None])
     return acc * rescale[..., None] + p @ v_tile, new_max, row_sum * rescale + p.sum(-1)
 
 
-def ignores_mask(q_tile, k_tile, v_tile, acc, row_max, row_sum, scale, mask=None):
-    return tile_step_solution(q_tile, k_tile, v_tile, acc, row_max, row_sum, scale, None)
+def ignores_mask(q_tile, k_tile, v_tile, acc, row_max, row_sum, qk_scale, mask=None):
+    return tile_step_solution(q_tile, k_tile, v_tile, acc, row_max, row_sum, qk_scale, None)
 
 
-def own_scale(q_tile, k_tile, v_tile, acc, row_max, row_sum, scale, mask=None):
+def own_scale(q_tile, k_tile, v_tile, acc, row_max, row_sum, qk_scale, mask=None):
+    """Ignores qk_scale and uses the kernel's usual log2(e) / sqrt(d)."""
     return tile_step_solution(q_tile, k_tile, v_tile, acc, row_max, row_sum,
-                              q_tile.shape[-1] ** -0.5, mask)
+                              math.log2(math.e) * q_tile.shape[-1] ** -0.5, mask)
 
 
-def in_place(q_tile, k_tile, v_tile, acc, row_max, row_sum, scale, mask=None):
+def in_place(q_tile, k_tile, v_tile, acc, row_max, row_sum, qk_scale, mask=None):
     new_acc, new_max, new_sum = tile_step_solution(q_tile, k_tile, v_tile, acc, row_max,
-                                                   row_sum, scale, mask)
+                                                   row_sum, qk_scale, mask)
     acc.copy_(new_acc)
     return acc, new_max, new_sum
 
 
-def returns_output(q_tile, k_tile, v_tile, acc, row_max, row_sum, scale, mask=None):
+def returns_output(q_tile, k_tile, v_tile, acc, row_max, row_sum, qk_scale, mask=None):
     new_acc, new_max, new_sum = tile_step_solution(q_tile, k_tile, v_tile, acc, row_max,
-                                                   row_sum, scale, mask)
+                                                   row_sum, qk_scale, mask)
     return new_acc / new_sum[..., None]
 
 
 @pytest.mark.parametrize("student, verdict", [
+    (natural_exp, r"first tile of 5 rows .*the acc \(item 0\): .*values are wrong"),
+    (natural_max, r"first tile of 5 rows .*the row_max \(item 1\): .*values are wrong"),
     (no_rescale, r"second tile whose scores exceed.*the acc \(item 0\): .*values are wrong"),
     (unsafe_max, r"row 0 .*the acc \(item 0\): the result contains NaN"),
     (ignores_mask, r"causal diagonal .*values are wrong"),
-    (own_scale, r"scale 0.2: the acc \(item 0\): .*values are wrong"),
+    (own_scale, r"first tile of 5 rows .*2-D tiles: the acc \(item 0\): .*values are"),
     (in_place, r"changed its `acc` in place"),
     (returns_output, r"return the tuple \(acc, row_max, row_sum\), got Tensor"),
 ])
@@ -225,6 +252,32 @@ def backward_with(mask_fn, where="p"):
     return backward
 
 
+def skip_bound_off_by_one(q, k, v, out, lse, grad_out, causal=False, block=16):
+    """Masks the diagonal tiles, but skips one tile too many: `>=` for `>` in the skip
+    test drops a tile whose first key only its last query sees."""
+    scale = q.shape[-1] ** -0.5
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    offset = n_k - n_q
+    visible = causal_mask(n_q, n_k)
+    delta = (grad_out * out).sum(dim=-1)
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    for k0 in range(0, n_k, block):
+        kb, vb = k[..., k0:k0 + block, :], v[..., k0:k0 + block, :]
+        for q0 in range(0, n_q, block):
+            if causal and k0 >= q0 + block - 1 + offset:
+                continue
+            qb, dob = q[..., q0:q0 + block, :], grad_out[..., q0:q0 + block, :]
+            s = scale * qb @ kb.transpose(-2, -1)
+            if causal:
+                s = s.masked_fill(~visible[q0:q0 + block, k0:k0 + block], INF)
+            p = torch.exp(s - lse[..., q0:q0 + block, None])
+            dv[..., k0:k0 + block, :] += p.transpose(-2, -1) @ dob
+            ds = p * (dob @ vb.transpose(-2, -1) - delta[..., q0:q0 + block, None])
+            dq[..., q0:q0 + block, :] += scale * ds @ kb
+            dk[..., k0:k0 + block, :] += scale * ds.transpose(-2, -1) @ qb
+    return dq, dk, dv
+
+
 def top_left(n_q, n_k):
     return torch.ones(n_q, n_k, dtype=torch.bool).tril()
 
@@ -249,6 +302,7 @@ def test_11_3_passes_correct_answers_written_differently(student, capsys):
     (backward_as_given, r"Nq = 48, Nk = 48, causal, block = 16: the dq \(item 0\)"),
     (backward_with(top_left), r"Nq = 20, Nk = 45, causal, block = 16: the dq"),
     (backward_with(causal_mask, where="ds"), r"Nq = 48, Nk = 48, causal.*the dv \(item 2\)"),
+    (skip_bound_off_by_one, r"Nq = 20, Nk = 37, causal, block = 16: the dq \(item 0\)"),
 ])
 def test_11_3_rejects_wrong_answers(student, verdict):
     with pytest.raises(CheckFailed, match=verdict):

@@ -15,6 +15,8 @@ from attnbook.diagrams.flash import (  # noqa: E402
     FULL_COLOR,
     MASKED_COLOR,
     SKIPPED_COLOR,
+    backward_kernel,
+    dkdv_ranges,
     flash_tiles,
     online_softmax_trace,
     tiles_of_one_problem,
@@ -71,3 +73,35 @@ def test_tiles_of_unequal_lengths():
     assert len(tile_colors(ax)) == 21
     assert ax.get_title() == "Nq = 40, Nk = 100, blocks 16 x 16, causal"
     plt.close(fig)
+
+
+def test_dkdv_ranges_cover_exactly_the_query_tiles_the_reference_visits():
+    """The kernel's three passes over the query tiles of one key tile (masked, unmasked,
+    ragged) cover, without overlap, the query blocks the reference backward pass visits
+    for that key block, and a masked range holds every tile the diagonal crosses."""
+    from attnbook.flash.reference import tile_schedule
+
+    for n_q, n_k, causal in [(120, 120, True), (40, 100, True), (37, 37, True),
+                             (33, 50, False), (64, 64, True)]:
+        tiles = tile_schedule(n_q, n_k, 16, 16, causal)
+        for c, parts in enumerate(dkdv_ranges(n_q, n_k, 16, 16, causal)):
+            rows = [r for start, stop, _ in parts for r in range(start, stop, 16)]
+            assert len(rows) == len(set(rows))
+            visited = sorted(qs for qs, _, ks, _, _ in tiles if ks == 16 * c)
+            assert sorted(rows) == visited, (n_q, n_k, c, parts)
+            masked = {qs for qs, _, ks, _, m in tiles if ks == 16 * c and m}
+            in_masked = {r for start, stop, kind in parts if kind == "masked"
+                         for r in range(start, stop, 16)}
+            assert masked <= in_masked
+
+
+def test_backward_kernel_draws_the_three_passes_and_the_data_flow():
+    fig = backward_kernel(120, 120, 16, 16, key_block=5)
+    words = " ".join(texts(fig))
+    for part in ["masked\nrows 80-95", "unmasked\nrows 96-111", "ragged\nrows 112-119",
+                 "program_id(0) = 5", "dV += P^T dO", "L (log-sum-exp)", "pid\n7"]:
+        assert part in words, part
+    assert fig.get_facecolor()[3] == 0
+    with pytest.raises(ValueError, match="key_block"):
+        backward_kernel(key_block=8)
+    plt.close("all")

@@ -232,6 +232,39 @@ def test_non_contiguous_inputs_and_empty_queries():
             - plain_attention(q, k, v, True)).abs().max() < TOL
     out, lse = flash_forward(q[:, :, :0], k, v, causal=True)
     assert out.shape == (2, 4, 0, 8) and lse.shape == (2, 4, 0)
+    dq, dk, dv = flash_backward(q[:, :, :0], k, v, out, lse, grad_out[:, :, :0], True)
+    assert dq.shape == (2, 4, 0, 8) and torch.equal(dk, torch.zeros_like(k))
+    assert torch.equal(dv, torch.zeros_like(v))
+    empty = q[:, :, :0].clone().requires_grad_()
+    (grad,) = torch.autograd.grad(tiled_attention(empty, k, v).sum(), empty)
+    assert grad.shape == (2, 4, 0, 8)
+
+
+def test_half_precision_is_cast_before_it_is_scaled():
+    """q * scale in bfloat16 would round twice; the reference scales in float32."""
+    q, k, v, _ = make_qkv(17, 1, 1, 1, 8, 8, 16, dtype=torch.float32)
+    q16, k16, v16 = (t.to(torch.bfloat16) for t in (q, k, v))
+    scale = 0.3  # not a power of two: q * scale rounds in bfloat16
+    _, lse = flash_forward(q16, k16, v16, scale=scale)
+    scores = (q16.float() * scale) @ k16.float().transpose(-2, -1)
+    assert (lse - torch.logsumexp(scores, dim=-1)).abs().max() < 1e-5
+    rounded = (q16 * scale).float() @ k16.float().transpose(-2, -1)
+    assert (torch.logsumexp(rounded, dim=-1) - torch.logsumexp(scores, dim=-1)).abs().max() > 1e-4
+
+
+def test_causal_masks_are_built_once_per_pattern():
+    """The diagonal tiles of a square problem share one mask: the forward builds it once."""
+    from attnbook.flash.reference import _tile_hidden
+
+    cache: dict = {}
+    first = _tile_hidden(0, 16, 0, 16, 0, 2, "cpu", cache)
+    assert _tile_hidden(32, 48, 32, 48, 0, 2, "cpu", cache) is first and len(cache) == 1
+    assert first.shape == (32, 16) and torch.equal(first[:16], first[16:])
+    assert torch.equal(first[:16], torch.ones(16, 16, dtype=torch.bool).triu(1))
+    shifted = _tile_hidden(0, 16, 16, 32, 20, 1, "cpu", cache)  # query i sees key j <= i + 20
+    rows, keys = torch.arange(16)[:, None], torch.arange(16, 32)[None, :]
+    assert torch.equal(shifted, keys > rows + 20) and len(cache) == 2
+    assert _tile_hidden(0, 16, 0, 16, 20, 1, "cpu", cache) is None  # wholly visible
 
 
 def test_autograd_function_saves_only_linear_memory():

@@ -38,20 +38,28 @@ def _compare_named_cases(student: Callable, reference: Callable, cases: list[tup
 
 # ---------------------------------------------------------------- Exercise 11.1: one tile step
 
-def reference_tile_step(q_tile, k_tile, v_tile, acc, row_max, row_sum, scale, mask=None):
-    """The package's step (flash.reference.forward_tile_step) on copies of the state."""
-    scores = (q_tile * scale) @ k_tile.transpose(-2, -1)
+LOG2E, LN2 = math.log2(math.e), math.log(2.0)
+
+
+def reference_tile_step(q_tile, k_tile, v_tile, acc, row_max, row_sum, qk_scale, mask=None):
+    """The package's step (flash.reference.forward_tile_step), in the kernel's base 2:
+    scores t = qk_scale q kᵀ, row_max the running maximum of t, row_sum the sum of
+    2^(t - row_max). Since 2^(t - m) = e^((t - m) ln 2), it is the natural step on the
+    scores t ln 2, with the maximum converted back."""
+    scores = (q_tile * (qk_scale * LN2)) @ k_tile.transpose(-2, -1)
     if mask is not None:
         scores = scores.masked_fill(~mask, INF)
-    return forward_tile_step(acc.clone(), row_max.clone(), row_sum.clone(), scores, v_tile)
+    new_acc, new_max, new_sum = forward_tile_step(acc.clone(), row_max * LN2, row_sum.clone(),
+                                                  scores, v_tile)
+    return new_acc, new_max * LOG2E, new_sum
 
 
-def _state_after(q, k, v, scale):
-    """The running state (acc, row_max, row_sum) after one earlier tile of keys k, v."""
+def _state_after(q, k, v, qk_scale):
+    """The running state (acc, row_max, row_sum), base 2, after an earlier tile k, v."""
     acc = torch.zeros(*q.shape[:-1], v.shape[-1], dtype=q.dtype)
     row_max = torch.full(q.shape[:-1], INF, dtype=q.dtype)
     row_sum = torch.zeros(q.shape[:-1], dtype=q.dtype)
-    return reference_tile_step(q, k, v, acc, row_max, row_sum, scale)
+    return reference_tile_step(q, k, v, acc, row_max, row_sum, qk_scale)
 
 
 def _tile_cases() -> list[tuple[str, tuple]]:
@@ -82,10 +90,11 @@ def _tile_cases() -> list[tuple[str, tuple]]:
               torch.full((2, 3, 4), INF, dtype=torch.float64),
               torch.zeros(2, 3, 4, dtype=torch.float64))
     cases.append(("on a first 4-D tile (2, 3, 4, 8) on the causal diagonal (mask (4, 4), "
-                  "True = visible), scale 0.2", (q4, k4, v4, *start4, 0.2, diagonal)))
-    old4 = _state_after(q4, randn(2, 3, 6, 8), randn(2, 3, 6, 5), 1 / math.sqrt(8))
-    cases.append(("on a second 4-D tile on the diagonal after a full tile, scale 1/sqrt(8)",
-                  (q4, k4, v4, *old4, 1 / math.sqrt(8), diagonal)))
+                  "True = visible), qk_scale 0.2", (q4, k4, v4, *start4, 0.2, diagonal)))
+    kernel_scale = LOG2E / math.sqrt(8)  # what the kernel passes: log2(e) / sqrt(d)
+    old4 = _state_after(q4, randn(2, 3, 6, 8), randn(2, 3, 6, 5), kernel_scale)
+    cases.append(("on a second 4-D tile on the diagonal after a full tile, qk_scale = "
+                  "log2(e) / sqrt(8)", (q4, k4, v4, *old4, kernel_scale, diagonal)))
     # rows that see no key of this tile: one fresh (stays empty, no NaN), one seen before
     mask = torch.ones(3, 4, dtype=torch.bool)
     mask[0] = False
@@ -99,30 +108,32 @@ def _tile_cases() -> list[tuple[str, tuple]]:
                   "nothing yet: it must stay row_max -inf, row_sum 0, acc 0, no NaN) and "
                   "from row 2 (which has: its state must not change)",
                   (q3, k3, v3, acc3, max3, sum3, 0.5, mask)))
-    # large logits: exp without subtracting the maximum overflows
-    cases.append(("with scores around 1000 on a first tile (exp(1000) overflows unless the "
-                  "maximum is subtracted first)", (randn(4, 2, size=40), randn(5, 2, size=40),
-                                                   randn(5, 3), torch.zeros(4, 3,
-                                                                            dtype=torch.float64),
-                                                   torch.full((4,), INF, dtype=torch.float64),
-                                                   torch.zeros(4, dtype=torch.float64), 1.0,
-                                                   None)))
+    # large logits: 2^t without subtracting the maximum overflows
+    fresh = (torch.zeros(4, 3, dtype=torch.float64), torch.full((4,), INF, dtype=torch.float64),
+             torch.zeros(4, dtype=torch.float64))
+    cases.append(("with scores in the thousands on a first tile (2^t overflows even float64 "
+                  "unless the maximum is subtracted first)",
+                  (randn(4, 2, size=40), randn(5, 2, size=40), randn(5, 3), *fresh, 1.0, None)))
     return cases
 
 
 def check_tile_step(student_fn) -> None:
-    """Exercise 11.1: one step of the tiled forward pass.
+    """Exercise 11.1: one step of the tiled forward pass, in base 2 as the kernel does it.
 
-    `tile_step(q_tile, k_tile, v_tile, acc, row_max, row_sum, scale, mask=None)` returns
-    the new (acc, row_max, row_sum). Fixed cases: a first tile (row_max -inf), a second
-    tile whose maximum is above / below the old one, 2-D and 4-D tiles, dv != d, an
-    explicit scale, a boolean diagonal mask, rows with no visible key (fresh and not),
-    scores around 1000; then folding tiles of a random problem one after another must give
-    plain attention. float64, within 1e-9 + 1e-7 * |expected|; -inf compares equal to -inf.
-    The caller's tensors must not change.
+    `tile_step(q_tile, k_tile, v_tile, acc, row_max, row_sum, qk_scale, mask=None)` returns
+    the new (acc, row_max, row_sum), where the scores are t = qk_scale q kᵀ (qk_scale =
+    scale log2 e), row_max is the running maximum of t and row_sum the sum of
+    2^(t - row_max). Fixed cases: a first tile (row_max -inf), a second tile whose maximum
+    is above / below the old one, 2-D and 4-D tiles, dv != d, qk_scale of 1/sqrt(d) and
+    others, a boolean diagonal mask, rows with no visible key (fresh and not), scores
+    around 1000; then folding tiles of a random problem one after another must give plain
+    attention (acc / row_sum) and its natural log-sum-exp ((row_max + log2 row_sum) ln 2).
+    float64, within 1e-9 + 1e-7 * |expected|; -inf compares equal to -inf. The caller's
+    tensors must not change.
     """
     name = "Exercise 11.1 (tile_step)"
-    arg_names = ("q_tile", "k_tile", "v_tile", "acc", "row_max", "row_sum", "scale", "mask")
+    arg_names = ("q_tile", "k_tile", "v_tile", "acc", "row_max", "row_sum", "qk_scale",
+                 "mask")
     items = ("acc", "row_max", "row_sum")
 
     def returns_three(*args):
@@ -144,14 +155,20 @@ def check_tile_step(student_fn) -> None:
     for start in (0, 4, 8):  # tiles of 4, 4 and 1 keys
         acc, row_max, row_sum = call_student(
             returns_three, (q, k[:, start:start + 4], v[:, start:start + 4], acc, row_max,
-                            row_sum, 0.5), name, "folding three tiles of keys in turn")
-    expected = torch.softmax(0.5 * q @ k.transpose(-2, -1), dim=-1) @ v
-    problem = verdict(acc / row_sum[..., None], expected, 1e-9, 1e-7)
+                            row_sum, 0.5 * LOG2E), name, "folding three tiles of keys in turn")
+    scores = 0.5 * q @ k.transpose(-2, -1)
+    problem = verdict(acc / row_sum[..., None], torch.softmax(scores, dim=-1) @ v, 1e-9, 1e-7)
     if problem:
         raise CheckFailed(f"{name}: after folding three tiles of keys (4, 4 and 1) into the "
-                          f"state, acc / row_sum is not attention's output: {problem}")
+                          f"state with qk_scale = 0.5 log2(e), acc / row_sum is not "
+                          f"attention's output with scale 0.5: {problem}")
+    lse = (row_max + torch.log2(row_sum)) * LN2
+    problem = verdict(lse, torch.logsumexp(scores, dim=-1), 1e-9, 1e-7)
+    if problem:
+        raise CheckFailed(f"{name}: after folding three tiles, (row_max + log2(row_sum)) ln 2 "
+                          f"is not the natural log-sum-exp of the scores: {problem}")
     print(f"✅ {name}: correct in all {len(cases)} cases, and folding three tiles gives "
-          "attention's output.")
+          "attention's output and its log-sum-exp.")
 
 
 # ---------------------------------------------------------------- Exercise 11.2: merge two parts
@@ -235,14 +252,16 @@ def check_tiled_backward(student_fn) -> None:
 
     q (B, H, Nq, d), k and v (B, H, Nk, d); causal is bottom-right aligned (query i sees
     key j <= i + Nk - Nq). Cases: not causal; causal with the tiles' diagonal inside a
-    block; an odd length; fewer queries than keys; one block larger than the sequence.
+    block; an odd length; fewer queries than keys; one block larger than the sequence;
+    Nk - Nq = 17, one more than a multiple of the block (a tile whose only visible key is
+    its first, for its last query: a skip bound off by one drops it).
     (dq, dk, dv) in float64 within 1e-8 + 1e-6 * |expected|, against the package's
     flash_backward. The caller's tensors must not change.
     """
     name = "Exercise 11.3 (tiled_backward)"
     cases = [_backward_case(1, 32, 32, False, 16), _backward_case(2, 48, 48, True, 16),
              _backward_case(3, 37, 37, True, 8), _backward_case(4, 20, 45, True, 16),
-             _backward_case(5, 10, 10, True, 64)]
+             _backward_case(5, 10, 10, True, 64), _backward_case(6, 20, 37, True, 16)]
     _compare_named_cases(student_fn, reference_tiled_backward, cases, name, ("dq", "dk", "dv"),
                          ("q", "k", "v", "out", "lse", "grad_out", "causal", "block"),
                          atol=1e-8, rtol=1e-6)

@@ -159,3 +159,84 @@ def tiles_of_one_problem(n_queries: int, n_keys: int, block_q: int, block_k: int
                     f"Nq = {n_queries}, Nk = {n_keys}, blocks {block_q} x {block_k}, {kind}",
                     highlight_row=highlight_row)
     return fig
+
+
+def dkdv_ranges(n_queries: int, n_keys: int, block_m: int, block_n: int,
+                causal: bool = True) -> list[tuple[int, int, str]]:
+    """How a program of the dK/dV kernel (one key tile) splits the query tiles it visits,
+    for every key tile: (key tile start, ...) -> the three ranges of query rows
+    [first, unmasked_start) masked, [unmasked_start, whole_end) unmasked and
+    [max(unmasked_start, whole_end), n_queries) ragged, as the kernel computes them.
+    Returns, per key tile, a list of (start, stop, kind) with empty ranges left out."""
+    whole_end = n_queries // block_m * block_m
+    ranges = []
+    for start_n in range(0, n_keys, block_n):
+        if causal:
+            offset = n_keys - n_queries
+            first = max(start_n - offset, 0) // block_m * block_m
+            unmasked = (start_n + block_n - 1 - offset + block_m - 1) // block_m * block_m
+            unmasked = min(max(unmasked, first), n_queries)
+        else:
+            first = unmasked = 0
+        parts = [(first, unmasked, "masked"), (unmasked, whole_end, "unmasked"),
+                 (max(unmasked, whole_end), n_queries, "ragged")]
+        ranges.append([(a, b, kind) for a, b, kind in parts if b > a])
+    return ranges
+
+
+RANGE_COLORS = {"masked": MASKED_COLOR, "unmasked": FULL_COLOR, "ragged": "#8E6CC4"}
+
+
+def backward_kernel(n_queries: int = 120, n_keys: int = 120, block_m: int = 16,
+                    block_n: int = 16, key_block: int = 5) -> plt.Figure:
+    """The dK/dV kernel of the causal backward pass. Left: the program grid (one program
+    per key tile, axis 0, and per batch and key/value head, axis 1) over the score matrix,
+    with the query tiles one program visits split into its three passes: the tiles the
+    diagonal crosses (masked), the tiles wholly below it (no mask) and the ragged last
+    tile (bounds only). Right: what flows through one program."""
+    ranges = dkdv_ranges(n_queries, n_keys, block_m, block_n, causal=True)
+    if not 0 <= key_block < len(ranges):
+        raise ValueError(f"key_block must be in [0, {len(ranges)}), got {key_block}")
+    with plt.rc_context(_STYLE):
+        fig, (ax, flow) = plt.subplots(1, 2, figsize=(11, 5.2), layout="constrained",
+                                       gridspec_kw={"width_ratios": [1, 1.25]})
+        _draw_tiles(ax, n_queries, n_keys, block_m, block_n, True,
+                    f"dK, dV kernel: program_id(0) = {key_block} owns key tile "
+                    f"{key_block + 1}\nand walks down the query tiles in three passes")
+        x0 = key_block * block_n
+        width = min(block_n, n_keys - x0)
+        for start, stop, kind in ranges[key_block]:
+            ax.add_patch(Rectangle((x0, start), width, stop - start, fill=False,
+                                   edgecolor=RANGE_COLORS[kind], linewidth=3))
+            ax.annotate(f"{kind}\nrows {start}-{stop - 1}", xy=(x0 + width, (start + stop) / 2),
+                        xytext=(n_keys + 0.3 * block_n, (start + stop) / 2),
+                        fontsize=8, color=INK, va="center",
+                        arrowprops={"arrowstyle": "-", "color": RANGE_COLORS[kind]})
+        for c in range(len(ranges)):  # the grid of programs along the keys
+            ax.text(c * block_n + min(block_n, n_keys - c * block_n) / 2, 0.3 * block_m,
+                    f"pid\n{c}", ha="center", va="center", fontsize=6.5, color=INK)
+        flow.set_axis_off()
+        flow.set_xlim(0, 10)
+        flow.set_ylim(0, 10)
+        boxes = [
+            (5, 9.0, "loaded once per program:\nK tile, V tile  (BLOCK_N x d)", PATH_COLOR),
+            (5, 6.9, "per query tile:  Q, dO  (BLOCK_M x d),\n"
+                     "L (log-sum-exp), D = rowsum(dO * O)  (BLOCK_M)", PATH_COLOR),
+            (5, 4.5, "recomputed, never stored:\nS^T = K Q^T scale,  P^T = exp(S^T - L)\n"
+                     "dP^T = V dO^T,  dS^T = P^T * (dP^T - D)", MASKED_COLOR),
+            (5, 2.2, "accumulated in registers:\ndV += P^T dO,   dK += dS^T Q", FULL_COLOR),
+            (5, 0.5, "stored once: dK * scale, dV", FULL_COLOR),
+        ]
+        for x, y, text, color in boxes:
+            flow.text(x, y, text, ha="center", va="center", fontsize=8.5, color=INK,
+                      bbox={"boxstyle": "round,pad=0.4", "facecolor": "none",
+                            "edgecolor": color, "linewidth": 1.6})
+        for y0, y1 in [(8.35, 7.6), (6.25, 5.45), (3.55, 2.85), (1.6, 0.95)]:
+            flow.add_patch(FancyArrowPatch((5, y0), (5, y1), arrowstyle="-|>",
+                                           mutation_scale=12, color=INK, linewidth=1.2))
+        flow.set_title("one program of the dK, dV kernel", fontsize=9)
+        handles = [Patch(facecolor="none", edgecolor=RANGE_COLORS[k], linewidth=3,
+                         label=f"{k} pass") for k in ("masked", "unmasked", "ragged")]
+        fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8,
+                   frameon=False)
+    return fig

@@ -45,8 +45,8 @@ def online_softmax_update(running_max: torch.Tensor, running_sum: torch.Tensor,
     # A row that has seen only -inf so far keeps m = -inf; subtract 0 there (not -inf).
     safe_max = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
     rescale = torch.exp(running_max - safe_max)  # exp(-inf) = 0 for an empty start
-    new_sum = running_sum * rescale + torch.exp(block - safe_max[..., None]).sum(dim=-1)
-    return new_max, new_sum
+    new_terms = torch.exp(block - safe_max[..., None]).sum(dim=-1)
+    return new_max, running_sum * rescale + new_terms
 
 
 def online_logsumexp(x: torch.Tensor, block_size: int = 128) -> torch.Tensor:
@@ -133,20 +133,28 @@ def _needs_mask(q_start: int, k_stop: int, offset: int) -> bool:
 
 
 def _tile_hidden(q_start: int, q_stop: int, k_start: int, k_stop: int, offset: int,
-                 group: int, device) -> torch.Tensor | None:
+                 group: int, device, cache: dict | None = None) -> torch.Tensor | None:
     """The causal mask of one tile as the scores (g * rows, keys) of a group see it: True
     where key j is HIDDEN from query i (j > i + offset). None when the tile lies wholly on
-    or below the diagonal (nothing to hide)."""
+    or below the diagonal (nothing to hide). The mask depends only on the tile's shape and
+    on where the diagonal crosses it, so `cache` (a dict) lets one pass build each once."""
     if not _needs_mask(q_start, k_stop, offset):
         return None
-    rows = torch.arange(q_start, q_stop, device=device)[:, None]
-    keys = torch.arange(k_start, k_stop, device=device)[None, :]
-    hidden = keys > rows + offset  # (rows, keys)
-    return hidden.repeat(group, 1) if group > 1 else hidden
+    key = (q_stop - q_start, k_stop - k_start, q_start + offset - k_start)
+    if cache is not None and key in cache:
+        return cache[key]
+    rows = torch.arange(q_stop - q_start, device=device)[:, None]
+    keys = torch.arange(k_stop - k_start, device=device)[None, :]
+    hidden = keys > rows + key[2]  # (rows, keys): key k_start + c, query q_start + r
+    hidden = hidden.repeat(group, 1) if group > 1 else hidden
+    if cache is not None:
+        cache[key] = hidden
+    return hidden
 
 
-# exp of a float32 below about -87.3 (or of -inf) leaves PyTorch's vectorised fast path and
-# runs ten to a hundred times slower; exp(-80) = 2e-35 is 0 next to the row's largest term.
+# exp of a float32 below about -87.3, whose result is subnormal or rounds to 0 (and of -inf),
+# leaves PyTorch's vectorised fast path: several to hundreds of times slower (measured
+# in chapter 11). exp(-80) = 2e-35 is 0 next to the row's largest term, exp(0) = 1.
 _EXP_FLOOR = -80.0
 
 
@@ -204,7 +212,8 @@ def forward_tile_step(acc: torch.Tensor, row_max: torch.Tensor, row_sum: torch.T
     # A row that has seen no visible key yet has m = -inf: subtract 0 there, not -inf.
     safe_max = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
     rescale = torch.exp(row_max - safe_max)  # how much the old sum and output shrink
-    probs = _exp_tile(scores.sub_(safe_max[..., None]), hidden)  # exp(S - m_new), 0 if masked
+    # exp(S - m_new), exactly 0 where masked
+    probs = _exp_tile(scores.sub_(safe_max[..., None]), hidden)
     row_sum.mul_(rescale).add_(probs.sum(dim=-1))
     acc.mul_(rescale[..., None]).add_(probs @ v_tile)  # acc * rescale + P V
     return acc, new_max, row_sum
@@ -212,9 +221,10 @@ def forward_tile_step(acc: torch.Tensor, row_max: torch.Tensor, row_sum: torch.T
 
 # ---------------------------------------------------------------- forward
 
-def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-                  scale: float | None = None, block_q: int = BLOCK_Q,
-                  block_k: int = BLOCK_K) -> tuple[torch.Tensor, torch.Tensor]:
+def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  causal: bool = False, scale: float | None = None,
+                  block_q: int = BLOCK_Q, block_k: int = BLOCK_K
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tiled attention forward: (out (B, H, Nq, dv), lse (B, H, Nq)).
 
     lse is the natural log-sum-exp of each query row's scaled scores, all that the
@@ -231,43 +241,50 @@ def flash_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: boo
     b, h, n_q, _ = q.shape
     h_kv, n_k, dv = k.shape[1], k.shape[2], v.shape[3]
     group, offset = h // h_kv, n_k - n_q
-    acc_dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    half = q.dtype in (torch.float16, torch.bfloat16)
+    acc_dtype = torch.float32 if half else q.dtype
     qg = _grouped(q, h_kv)
     out = torch.empty(b, h_kv, group, n_q, dv, dtype=q.dtype, device=q.device)
     lse = torch.empty(b, h_kv, group, n_q, dtype=acc_dtype, device=q.device)
+    masks: dict = {}  # the causal masks of the tiles on the diagonal, built once each
     for q_start in range(0, n_q, block_q):
         q_stop = min(q_start + block_q, n_q)
         rows = group * (q_stop - q_start)  # a group's query heads share each key tile
-        q_tile = (_rows(qg, q_start, q_stop) * scale).to(acc_dtype).flatten(0, 1)  # (BH, rows, d)
-        row_max = torch.full((b * h_kv, rows), float("-inf"), dtype=acc_dtype, device=q.device)
+        # (BH, rows, d): cast before scaling, so that half precision rounds only once
+        q_tile = (_rows(qg, q_start, q_stop).to(acc_dtype) * scale).flatten(0, 1)
+        like = {"dtype": acc_dtype, "device": q.device}
+        row_max = torch.full((b * h_kv, rows), float("-inf"), **like)
         row_sum = torch.zeros_like(row_max)  # (BH, rows)
-        acc = torch.zeros(b * h_kv, rows, dv, dtype=acc_dtype, device=q.device)
-        buffer = torch.empty(b * h_kv, rows, block_k, dtype=acc_dtype, device=q.device)
+        acc = torch.zeros(b * h_kv, rows, dv, **like)
+        buffer = torch.empty(b * h_kv, rows, block_k, **like)
         # Causal: key blocks wholly above the diagonal are skipped, not masked.
         for k_start in range(0, _key_stop(q_stop, n_k, causal, offset), block_k):
             k_stop = min(k_start + block_k, n_k)
-            k_tile = k[:, :, k_start:k_stop].to(acc_dtype).flatten(0, 1)  # (BH, keys, d)
-            v_tile = v[:, :, k_start:k_stop].to(acc_dtype).flatten(0, 1)  # (BH, keys, dv)
+            # (BH, keys, d) and (BH, keys, dv)
+            k_tile = k[:, :, k_start:k_stop].to(acc_dtype).flatten(0, 1)
+            v_tile = v[:, :, k_start:k_stop].to(acc_dtype).flatten(0, 1)
             scores = buffer[:, :, :k_stop - k_start]  # one tile's memory, reused
             torch.bmm(q_tile, k_tile.transpose(1, 2), out=scores)  # (BH, rows, keys)
-            hidden = (_tile_hidden(q_start, q_stop, k_start, k_stop, offset, group, q.device)
-                      if causal else None)
-            acc, row_max, row_sum = forward_tile_step(acc, row_max, row_sum, scores, v_tile,
-                                                      hidden)
-        # Divide once, at the end of the row, not once per tile (every row saw key 0: l > 0).
-        out_tile = (acc / row_sum[..., None]).view(b, h_kv, group, q_stop - q_start, dv)
+            hidden = (_tile_hidden(q_start, q_stop, k_start, k_stop, offset, group,
+                                   q.device, masks) if causal else None)
+            acc, row_max, row_sum = forward_tile_step(acc, row_max, row_sum, scores,
+                                                      v_tile, hidden)
+        # Divide once, at the end of the row, not per tile (every row saw key 0: l > 0).
+        n_rows = q_stop - q_start
+        out_tile = (acc / row_sum[..., None]).view(b, h_kv, group, n_rows, dv)
         out[:, :, :, q_start:q_stop] = out_tile.to(q.dtype)
         lse_tile = row_max + torch.log(row_sum)  # (BH, rows)
-        lse[:, :, :, q_start:q_stop] = lse_tile.view(b, h_kv, group, q_stop - q_start)
+        lse[:, :, :, q_start:q_stop] = lse_tile.view(b, h_kv, group, n_rows)
     return out.view(b, h, n_q, dv), lse.view(b, h, n_q)
 
 
 # ---------------------------------------------------------------- backward
 
-def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
-                   lse: torch.Tensor, grad_out: torch.Tensor, causal: bool = False,
-                   scale: float | None = None, block_q: int = BLOCK_Q,
-                   block_k: int = BLOCK_K) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   out: torch.Tensor, lse: torch.Tensor, grad_out: torch.Tensor,
+                   causal: bool = False, scale: float | None = None,
+                   block_q: int = BLOCK_Q, block_k: int = BLOCK_K
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (dq, dk, dv) of tiled attention, recomputing each tile of scores.
 
     FlashAttention-2's backward: D = rowsum(dO * O); per tile S = scale q k^T,
@@ -282,51 +299,59 @@ def flash_backward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch
     _check_block("block_k", block_k)
     b, h, n_q, _ = q.shape
     h_kv, n_k, dv_dim = k.shape[1], k.shape[2], v.shape[3]
-    for name, t, shape in [("out", out, (b, h, n_q, dv_dim)), ("grad_out", grad_out,
-                                                                (b, h, n_q, dv_dim)),
-                           ("lse", lse, (b, h, n_q))]:
+    expected = [("out", out, (b, h, n_q, dv_dim)), ("lse", lse, (b, h, n_q)),
+                ("grad_out", grad_out, (b, h, n_q, dv_dim))]
+    for name, t, shape in expected:
         if not torch.is_tensor(t) or tuple(t.shape) != shape:
             got = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
-            raise ValueError(f"{name} must have shape {shape} for q {tuple(q.shape)} and v "
-                             f"{tuple(v.shape)}, got {got}")
+            raise ValueError(f"{name} must have shape {shape} for q {tuple(q.shape)} "
+                             f"and v {tuple(v.shape)}, got {got}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     group, offset = h // h_kv, n_k - n_q
-    acc_dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    half = q.dtype in (torch.float16, torch.bfloat16)
+    acc_dtype = torch.float32 if half else q.dtype
     qg = _grouped(q, h_kv)
     dog = _grouped(grad_out, h_kv)
     lse_g = lse.view(b, h_kv, group, n_q).to(acc_dtype)
     # D_i = sum_c dO_ic O_ic = sum_j P_ij dP_ij: one number per query row.
-    delta = (grad_out.to(acc_dtype) * out.to(acc_dtype)).sum(dim=-1).view(b, h_kv, group, n_q)
-    dq = torch.zeros(b, h_kv, group, n_q, q.shape[3], dtype=acc_dtype, device=q.device)
+    delta = (grad_out.to(acc_dtype) * out.to(acc_dtype)).sum(dim=-1)
+    delta = delta.view(b, h_kv, group, n_q)
+    dq = torch.zeros(b, h_kv, group, n_q, q.shape[3], dtype=acc_dtype,
+                     device=q.device)
     dk = torch.empty(b, h_kv, n_k, k.shape[3], dtype=k.dtype, device=q.device)
     dv = torch.empty(b, h_kv, n_k, dv_dim, dtype=v.dtype, device=q.device)
+    masks: dict = {}
     for k_start in range(0, n_k, block_k):
         k_stop = min(k_start + block_k, n_k)
         k_tile = k[:, :, k_start:k_stop].to(acc_dtype).flatten(0, 1)  # (BH, keys, d)
         v_tile = v[:, :, k_start:k_stop].to(acc_dtype).flatten(0, 1)  # (BH, keys, dv)
         dk_acc = torch.zeros_like(k_tile)
         dv_acc = torch.zeros_like(v_tile)
-        # Causal: query rows i < k_start - offset see none of these keys; skip their blocks.
+        # Causal: rows i < k_start - offset see none of these keys; skip their blocks.
         first_row = max(0, k_start - offset) if causal else 0
         for q_start in range(first_row // block_q * block_q, n_q, block_q):
             q_stop = min(q_start + block_q, n_q)
-            q_tile = (_rows(qg, q_start, q_stop) * scale).to(acc_dtype).flatten(0, 1)
-            do_tile = _rows(dog, q_start, q_stop).to(acc_dtype).flatten(0, 1)  # (BH, rows, dv)
+            q_tile = (_rows(qg, q_start, q_stop).to(acc_dtype) * scale).flatten(0, 1)
+            do_tile = _rows(dog, q_start, q_stop).to(acc_dtype).flatten(0, 1)
             lse_tile = _rows(lse_g, q_start, q_stop).flatten(0, 1)  # (BH, rows)
             delta_tile = _rows(delta, q_start, q_stop).flatten(0, 1)  # (BH, rows)
             scores = torch.bmm(q_tile, k_tile.transpose(1, 2))  # (BH, rows, keys)
-            hidden = (_tile_hidden(q_start, q_stop, k_start, k_stop, offset, group, q.device)
-                      if causal else None)
-            probs = _exp_tile(scores.sub_(lse_tile[..., None]), hidden)  # P, from the lse
-            dv_acc.baddbmm_(probs.transpose(1, 2), do_tile)  # dV += P^T dO (a group adds up)
+            hidden = (_tile_hidden(q_start, q_stop, k_start, k_stop, offset, group,
+                                   q.device, masks) if causal else None)
+            # P, from the lse
+            probs = _exp_tile(scores.sub_(lse_tile[..., None]), hidden)
+            # dV += P^T dO (the query heads of a group add up)
+            dv_acc.baddbmm_(probs.transpose(1, 2), do_tile)
             dprobs = torch.bmm(do_tile, v_tile.transpose(1, 2))  # dP = dO V^T
             dscores = probs.mul_(dprobs.sub_(delta_tile[..., None]))  # dS = P (dP - D)
             dq_tile = torch.bmm(dscores, k_tile).mul_(scale)  # dQ = dS K scale
-            dq[:, :, :, q_start:q_stop] += dq_tile.view(b, h_kv, group, q_stop - q_start, -1)
-            dk_acc.baddbmm_(dscores.transpose(1, 2), q_tile)  # dK += dS^T Q scale (in q_tile)
+            n_rows = q_stop - q_start
+            dq[:, :, :, q_start:q_stop] += dq_tile.view(b, h_kv, group, n_rows, -1)
+            # dK += dS^T Q scale (the scale is in q_tile)
+            dk_acc.baddbmm_(dscores.transpose(1, 2), q_tile)
         dk[:, :, k_start:k_stop] = dk_acc.view(b, h_kv, k_stop - k_start, -1)
         dv[:, :, k_start:k_stop] = dv_acc.view(b, h_kv, k_stop - k_start, -1)
-    return dq.view(b, h, n_q, -1).to(q.dtype), dk, dv
+    return dq.view(b, h, n_q, q.shape[3]).to(q.dtype), dk, dv
 
 
 # ---------------------------------------------------------------- autograd
