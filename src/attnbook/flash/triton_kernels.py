@@ -1,4 +1,4 @@
-"""FlashAttention forward and backward as Triton kernels, in the manner of FlashAttention-2.
+"""FlashAttention forward and backward as Triton kernels, as in FlashAttention-2.
 
 The forward pass streams key/value tiles past a tile of queries and keeps, per query
 row, a running maximum and sum (the online softmax of chapter 11). It writes the
@@ -27,13 +27,14 @@ import torch
 
 if not torch.cuda.is_available():
     # Without a GPU the kernels run in Triton's interpreter. Triton reads this variable
-    # when it is first imported (its own library of @triton.jit functions depends on it),
-    # so it must be set before anything imports triton.
-    interpreting = os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "on", "yes")
+    # when it is first imported (its own @triton.jit functions depend on it), so it
+    # must be set before anything imports triton.
+    interpreting = os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "on")
     if "triton" in sys.modules and not interpreting:
-        raise RuntimeError("triton was imported before attnbook.flash on a machine without CUDA, so its "
-                           "kernels cannot run in the interpreter: set TRITON_INTERPRET=1 in the "
-                           "environment, or import attnbook.flash before triton")
+        raise RuntimeError("triton was imported before attnbook.flash on a machine "
+                           "without CUDA, so its kernels cannot run in the "
+                           "interpreter: set TRITON_INTERPRET=1 in the environment, "
+                           "or import attnbook.flash before triton")
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import triton  # noqa: E402
@@ -47,15 +48,17 @@ LN2 = 0.6931471805599453  # ln(2)
 # ----------------------------------------------------------------------------- forward
 
 @triton.jit
-def _fwd_tiles(acc, m_i, l_i, q, k_base, v_base, rows, start, end, n_keys, causal_offset, qk_scale,
-               HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr):
-    """Fold the key tiles [start, end) into the running (acc, m_i, l_i) of one query tile."""
+def _fwd_tiles(acc, m_i, l_i, q, k_base, v_base, rows, start, end, n_keys,
+               causal_offset, qk_scale, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+               MASKED: tl.constexpr, CAUSAL: tl.constexpr):
+    """Fold key tiles [start, end) into the running (acc, m_i, l_i) of a query tile."""
     dims = tl.arange(0, HEAD_DIM)
     for start_n in range(start, end, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
         cols = start_n + tl.arange(0, BLOCK_N)
-        kt_ptrs = k_base + cols[None, :] * HEAD_DIM + dims[:, None]  # K transposed: (HEAD_DIM, BLOCK_N)
-        v_ptrs = v_base + cols[:, None] * HEAD_DIM + dims[None, :]  # (BLOCK_N, HEAD_DIM)
+        # K transposed, (HEAD_DIM, BLOCK_N), and V, (BLOCK_N, HEAD_DIM)
+        kt_ptrs = k_base + cols[None, :] * HEAD_DIM + dims[:, None]
+        v_ptrs = v_base + cols[:, None] * HEAD_DIM + dims[None, :]
         if MASKED:
             kt = tl.load(kt_ptrs, mask=cols[None, :] < n_keys, other=0.0)
             v = tl.load(v_ptrs, mask=cols[:, None] < n_keys, other=0.0)
@@ -84,15 +87,16 @@ def _attn_fwd(Q, K, V, O, LSE, qk_scale, n_queries, n_keys, n_heads, group_size,
     """One program: one tile of BLOCK_M queries of one (batch, head)."""
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1)  # batch * n_heads + head
-    kv_bh = bh // group_size  # the key/value head this query head shares (grouped-query)
+    kv_bh = bh // group_size  # the key/value head this query head reads (grouped)
     q_base = Q + bh.to(tl.int64) * n_queries * HEAD_DIM
     k_base = K + kv_bh.to(tl.int64) * n_keys * HEAD_DIM
     v_base = V + kv_bh.to(tl.int64) * n_keys * HEAD_DIM
 
     rows = start_m + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, HEAD_DIM)
-    q = tl.load(q_base + rows[:, None] * HEAD_DIM + dims[None, :], mask=rows[:, None] < n_queries, other=0.0)
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running maximum (base 2)
+    q_ptrs = q_base + rows[:, None] * HEAD_DIM + dims[None, :]
+    q = tl.load(q_ptrs, mask=rows[:, None] < n_queries, other=0.0)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max (base 2)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2(s - m_i)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)  # running sum of p @ V
 
@@ -100,21 +104,25 @@ def _attn_fwd(Q, K, V, O, LSE, qk_scale, n_queries, n_keys, n_heads, group_size,
         causal_offset = n_keys - n_queries
         # keys [0, unmasked_end) are visible to every query of this tile ...
         unmasked_end = (start_m + causal_offset + 1) // BLOCK_N * BLOCK_N
-        # ... the tiles up to the last query's diagonal need the mask, the rest are skipped
+        # ... tiles up to the last query's diagonal need the mask; the rest are skipped
         masked_end = tl.minimum(n_keys, start_m + BLOCK_M + causal_offset)
     else:
         causal_offset = 0
         unmasked_end = n_keys // BLOCK_N * BLOCK_N  # whole tiles
         masked_end = n_keys  # the ragged last tile, if any
-    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, k_base, v_base, rows, 0, unmasked_end, n_keys,
-                               causal_offset, qk_scale, HEAD_DIM, BLOCK_N, False, CAUSAL)
-    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, k_base, v_base, rows, unmasked_end, masked_end, n_keys,
-                               causal_offset, qk_scale, HEAD_DIM, BLOCK_N, True, CAUSAL)
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, k_base, v_base, rows, 0, unmasked_end,
+                               n_keys, causal_offset, qk_scale, HEAD_DIM, BLOCK_N,
+                               False, CAUSAL)
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, k_base, v_base, rows, unmasked_end,
+                               masked_end, n_keys, causal_offset, qk_scale, HEAD_DIM,
+                               BLOCK_N, True, CAUSAL)
 
     out = acc / l_i[:, None]
-    lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # natural log-sum-exp of the scaled scores
+    # the natural log-sum-exp of the scaled scores: ln(2) * (m_i + log2(l_i))
+    lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453
     in_bounds = rows < n_queries
-    o_ptrs = O + bh.to(tl.int64) * n_queries * HEAD_DIM + rows[:, None] * HEAD_DIM + dims[None, :]
+    o_base = O + bh.to(tl.int64) * n_queries * HEAD_DIM
+    o_ptrs = o_base + rows[:, None] * HEAD_DIM + dims[None, :]
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=in_bounds[:, None])
     tl.store(LSE + bh.to(tl.int64) * n_queries + rows, lse, mask=in_bounds)
 
@@ -133,10 +141,10 @@ def _bwd_delta(O, DO, DELTA, n_rows, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constex
 
 
 @triton.jit
-def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, cols, start, end, n_queries,
-                causal_offset, qk_scale, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
-                MASKED: tl.constexpr, CAUSAL: tl.constexpr):
-    """Add the query tiles [start, end) to dK and dV of one key tile (transposed scores)."""
+def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, cols, start, end,
+                n_queries, causal_offset, qk_scale, HEAD_DIM: tl.constexpr,
+                BLOCK_M: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr):
+    """Add query tiles [start, end) to dK and dV of one key tile (scores transposed)."""
     dims = tl.arange(0, HEAD_DIM)
     for start_m in range(start, end, BLOCK_M):
         start_m = tl.multiple_of(start_m, BLOCK_M)
@@ -153,10 +161,12 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, cols, start
             do = tl.load(do_ptrs)
             lse = tl.load(lse_base + rows)
             delta = tl.load(delta_base + rows)
-        st = tl.dot(k, tl.trans(q)) * qk_scale  # scores, transposed: (BLOCK_N, BLOCK_M), base 2
+        # scores, transposed: (BLOCK_N, BLOCK_M), in base-2 units
+        st = tl.dot(k, tl.trans(q)) * qk_scale
         if MASKED and CAUSAL:
-            st = tl.where(cols[:, None] <= rows[None, :] + causal_offset, st, float("-inf"))
-        pt = tl.math.exp2(st - lse[None, :] * 1.4426950408889634)  # recomputed probabilities
+            visible = cols[:, None] <= rows[None, :] + causal_offset
+            st = tl.where(visible, st, float("-inf"))
+        pt = tl.math.exp2(st - lse[None, :] * 1.4426950408889634)  # P, recomputed
         dv += tl.dot(pt.to(do.dtype), do)
         dpt = tl.dot(v, tl.trans(do))  # dP transposed
         dst = pt * (dpt - delta[None, :])  # dS transposed
@@ -165,16 +175,17 @@ def _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, cols, start
 
 
 @triton.jit
-def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, sm_scale, qk_scale, n_queries, n_keys, n_heads,
-                   group_size, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   CAUSAL: tl.constexpr):
-    """One program: dK and dV of one tile of BLOCK_N keys of one (batch, key/value head),
-    summed over the group_size query heads that share it."""
+def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, sm_scale, qk_scale, n_queries,
+                   n_keys, n_heads, group_size, HEAD_DIM: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
+    """One program: dK and dV of one tile of BLOCK_N keys of one (batch, key/value
+    head), summed over the group_size query heads that share it."""
     start_n = tl.program_id(0) * BLOCK_N
     kv_bh = tl.program_id(1)
     cols = start_n + tl.arange(0, BLOCK_N)
     dims = tl.arange(0, HEAD_DIM)
-    kv_offsets = kv_bh.to(tl.int64) * n_keys * HEAD_DIM + cols[:, None] * HEAD_DIM + dims[None, :]
+    kv_base = kv_bh.to(tl.int64) * n_keys * HEAD_DIM
+    kv_offsets = kv_base + cols[:, None] * HEAD_DIM + dims[None, :]
     k = tl.load(K + kv_offsets, mask=cols[:, None] < n_keys, other=0.0)
     v = tl.load(V + kv_offsets, mask=cols[:, None] < n_keys, other=0.0)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
@@ -183,10 +194,11 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, sm_scale, qk_scale, n_querie
     whole_end = n_queries // BLOCK_M * BLOCK_M
     if CAUSAL:
         causal_offset = n_keys - n_queries
-        # query i sees key j when i >= j - causal_offset: earlier query tiles are skipped,
+        # query i sees key j when i >= j - causal_offset: earlier tiles are skipped,
         first = tl.maximum(start_n - causal_offset, 0) // BLOCK_M * BLOCK_M
         # and from the first query that sees the whole key tile on, no mask is needed
-        unmasked_start = (start_n + BLOCK_N - 1 - causal_offset + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+        last_key = start_n + BLOCK_N - 1
+        unmasked_start = (last_key - causal_offset + BLOCK_M - 1) // BLOCK_M * BLOCK_M
         unmasked_start = tl.minimum(tl.maximum(unmasked_start, first), n_queries)
     else:
         causal_offset = 0
@@ -198,14 +210,16 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, sm_scale, qk_scale, n_querie
         do_base = DO + bh.to(tl.int64) * n_queries * HEAD_DIM
         lse_base = LSE + bh.to(tl.int64) * n_queries
         delta_base = DELTA + bh.to(tl.int64) * n_queries
-        dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, cols, first,
-                             unmasked_start, n_queries, causal_offset, qk_scale, HEAD_DIM, BLOCK_M,
-                             True, CAUSAL)
-        dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, cols, unmasked_start,
-                             whole_end, n_queries, causal_offset, qk_scale, HEAD_DIM, BLOCK_M,
-                             False, CAUSAL)
+        # the diagonal (masked), the tiles below it (unmasked), the ragged last tile
         dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, cols,
-                             tl.maximum(unmasked_start, whole_end), n_queries, n_queries, causal_offset,
+                             first, unmasked_start, n_queries, causal_offset, qk_scale,
+                             HEAD_DIM, BLOCK_M, True, CAUSAL)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, cols,
+                             unmasked_start, whole_end, n_queries, causal_offset,
+                             qk_scale, HEAD_DIM, BLOCK_M, False, CAUSAL)
+        ragged_start = tl.maximum(unmasked_start, whole_end)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_base, do_base, lse_base, delta_base, cols,
+                             ragged_start, n_queries, n_queries, causal_offset,
                              qk_scale, HEAD_DIM, BLOCK_M, True, False)
 
     in_bounds = cols[:, None] < n_keys
@@ -214,8 +228,9 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, sm_scale, qk_scale, n_querie
 
 
 @triton.jit
-def _dq_tiles(dq, q, do, lse, delta, k_base, v_base, rows, start, end, n_keys, causal_offset, qk_scale,
-              HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr):
+def _dq_tiles(dq, q, do, lse, delta, k_base, v_base, rows, start, end, n_keys,
+              causal_offset, qk_scale, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
+              MASKED: tl.constexpr, CAUSAL: tl.constexpr):
     """Add the key tiles [start, end) to dQ of one query tile."""
     dims = tl.arange(0, HEAD_DIM)
     for start_n in range(start, end, BLOCK_N):
@@ -223,7 +238,7 @@ def _dq_tiles(dq, q, do, lse, delta, k_base, v_base, rows, start, end, n_keys, c
         cols = start_n + tl.arange(0, BLOCK_N)
         k_ptrs = k_base + cols[:, None] * HEAD_DIM + dims[None, :]
         v_ptrs = v_base + cols[:, None] * HEAD_DIM + dims[None, :]
-        if MASKED:  # keys past the end load as zeros: their dS multiplies a zero row of K
+        if MASKED:  # keys past the end load as zeros: dS meets a zero row of K
             k = tl.load(k_ptrs, mask=cols[:, None] < n_keys, other=0.0)
             v = tl.load(v_ptrs, mask=cols[:, None] < n_keys, other=0.0)
         else:
@@ -231,7 +246,8 @@ def _dq_tiles(dq, q, do, lse, delta, k_base, v_base, rows, start, end, n_keys, c
             v = tl.load(v_ptrs)
         s = tl.dot(q, tl.trans(k)) * qk_scale
         if MASKED and CAUSAL:
-            s = tl.where(cols[None, :] <= rows[:, None] + causal_offset, s, float("-inf"))
+            visible = cols[None, :] <= rows[:, None] + causal_offset
+            s = tl.where(visible, s, float("-inf"))
         p = tl.math.exp2(s - lse[:, None] * 1.4426950408889634)
         dp = tl.dot(do, tl.trans(v))
         ds = p * (dp - delta[:, None])
@@ -240,9 +256,9 @@ def _dq_tiles(dq, q, do, lse, delta, k_base, v_base, rows, start, end, n_keys, c
 
 
 @triton.jit
-def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, sm_scale, qk_scale, n_queries, n_keys, n_heads, group_size,
-                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 CAUSAL: tl.constexpr):
+def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, sm_scale, qk_scale, n_queries, n_keys,
+                 n_heads, group_size, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
     """One program: dQ of one tile of BLOCK_M queries of one (batch, head)."""
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1)
@@ -250,11 +266,13 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, sm_scale, qk_scale, n_queries, n_k
     rows = start_m + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, HEAD_DIM)
     in_bounds = rows < n_queries
-    q_offsets = bh.to(tl.int64) * n_queries * HEAD_DIM + rows[:, None] * HEAD_DIM + dims[None, :]
+    head_start = bh.to(tl.int64) * n_queries * HEAD_DIM
+    q_offsets = head_start + rows[:, None] * HEAD_DIM + dims[None, :]
     q = tl.load(Q + q_offsets, mask=in_bounds[:, None], other=0.0)
     do = tl.load(DO + q_offsets, mask=in_bounds[:, None], other=0.0)
     lse = tl.load(LSE + bh.to(tl.int64) * n_queries + rows, mask=in_bounds, other=0.0)
-    delta = tl.load(DELTA + bh.to(tl.int64) * n_queries + rows, mask=in_bounds, other=0.0)
+    delta_ptrs = DELTA + bh.to(tl.int64) * n_queries + rows
+    delta = tl.load(delta_ptrs, mask=in_bounds, other=0.0)
     k_base = K + kv_bh.to(tl.int64) * n_keys * HEAD_DIM
     v_base = V + kv_bh.to(tl.int64) * n_keys * HEAD_DIM
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
@@ -267,8 +285,10 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, sm_scale, qk_scale, n_queries, n_k
         causal_offset = 0
         unmasked_end = n_keys // BLOCK_N * BLOCK_N
         masked_end = n_keys
-    dq = _dq_tiles(dq, q, do, lse, delta, k_base, v_base, rows, 0, unmasked_end, n_keys, causal_offset,
-                   qk_scale, HEAD_DIM, BLOCK_N, False, CAUSAL)
-    dq = _dq_tiles(dq, q, do, lse, delta, k_base, v_base, rows, unmasked_end, masked_end, n_keys,
-                   causal_offset, qk_scale, HEAD_DIM, BLOCK_N, True, CAUSAL)
-    tl.store(DQ + q_offsets, (dq * sm_scale).to(DQ.dtype.element_ty), mask=in_bounds[:, None])
+    dq = _dq_tiles(dq, q, do, lse, delta, k_base, v_base, rows, 0, unmasked_end, n_keys,
+                   causal_offset, qk_scale, HEAD_DIM, BLOCK_N, False, CAUSAL)
+    dq = _dq_tiles(dq, q, do, lse, delta, k_base, v_base, rows, unmasked_end,
+                   masked_end, n_keys, causal_offset, qk_scale, HEAD_DIM, BLOCK_N,
+                   True, CAUSAL)
+    dq = (dq * sm_scale).to(DQ.dtype.element_ty)
+    tl.store(DQ + q_offsets, dq, mask=in_bounds[:, None])
