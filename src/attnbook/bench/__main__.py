@@ -30,6 +30,7 @@ def flash_main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
         machine["threads"] = args.threads
+    machine["clock"] = "process CPU time" if flash.uses_process_time(device) else "wall clock"
     shapes = flash.GPU_SHAPES if device == "cuda" else flash.CPU_SHAPES
     if args.shapes:
         shapes = [shapes[i] for i in args.shapes]

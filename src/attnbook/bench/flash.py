@@ -131,6 +131,13 @@ def _pinned_sdpa(backend, sdpa_kernel) -> Callable:
     return pinned
 
 
+def uses_process_time(device: str) -> bool:
+    """On a CPU with one thread, time by the process's own CPU time: other programs on a
+    shared machine do not count, and it equals the wall time of an idle machine. With
+    more threads (their times add up) and on a GPU, the wall clock."""
+    return device == "cpu" and torch.get_num_threads() == 1
+
+
 def time_row(fn, shape, causal: bool, backward: bool, device: str, dtype: torch.dtype, repeats: int) -> float:
     batch, heads, n, head_dim = shape
     generator = torch.Generator(device=device).manual_seed(0)
@@ -146,7 +153,8 @@ def time_row(fn, shape, causal: bool, backward: bool, device: str, dtype: torch.
         def step():
             with torch.no_grad():
                 fn(q, k, v, causal)
-    return measure(step, device, repeats=repeats)
+    clock = time.process_time if uses_process_time(device) else time.perf_counter
+    return measure(step, device, repeats=repeats, clock=clock)
 
 
 def add_ratios(rows: list[dict], ours: str, baselines: list[str]) -> None:
