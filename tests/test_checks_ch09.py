@@ -89,6 +89,14 @@ def top_p_unsorted(logits, p):
     return logits.sort(-1, descending=True).values.masked_fill(~keep, float("-inf"))
 
 
+def top_p_not_minimal(logits, p):
+    """Keeps a token while the mass before it is at most p: one token too many at equality."""
+    probs, order = logits.softmax(-1).sort(-1, descending=True)
+    keep = probs.cumsum(-1) - probs <= p
+    keep = torch.zeros_like(keep).scatter(-1, order, keep)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
 def top_p_in_place(logits, p):
     probs, order = logits.softmax(-1).sort(-1, descending=True)
     keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order,
@@ -106,6 +114,7 @@ def test_9_2_passes_correct_answers_written_differently(student, capsys):
 @pytest.mark.parametrize("student, verdict", [
     (top_p_strict, r"p=0.6 \(the 0.3 crosses p and stays\): 1 of 3 values are wrong"),
     (top_p_unsorted, "most likely token is not first.*values are wrong"),
+    (top_p_not_minimal, r"reach p exactly: the third token is not needed\): 1 of 4 values"),
     (top_p_in_place, "changed its `logits` in place"),
     # sums the logits in their given order, as if they were sorted probabilities
     (lambda logits, p: logits.masked_fill(logits.cumsum(-1) > p, float("-inf")),
@@ -187,46 +196,77 @@ def test_9_4_rejects_wrong_predictions(predicted, verdict):
         check_work_prediction(*predicted, UNCACHED, CACHED)
 
 
+def test_9_4_accepts_numpy_integers(capsys):
+    np = pytest.importorskip("numpy")
+    check_work_prediction(np.int64(UNCACHED), np.int32(CACHED), UNCACHED, CACHED)
+    assert "✅ Exercise 9.4" in capsys.readouterr().out
+
+
 def test_9_4_names_a_wrong_measurement():
     with pytest.raises(CheckFailed, match="the measurement with the cache counted 1"):
         check_work_prediction(UNCACHED, CACHED, UNCACHED, 1)
 
 
-# --- 9.5 attention over a cache -----------------------------------------------------------
+# --- 9.5 attention over a cache, rows of different lengths ---------------------------------
 
 
-def attend_with_sdpa(q, k_cache, v_cache, length):
-    lq = q.shape[2]
-    allowed = torch.arange(length)[None, :] <= torch.arange(length - lq, length)[:, None]
-    return F.scaled_dot_product_attention(q, k_cache[:, :, :length], v_cache[:, :, :length],
-                                          attn_mask=allowed)
+def attend_with_mask(q, k_cache, v_cache, lengths):
+    """Correct, in one call: a (B, 1, Lq, max_len) mask from each row's query positions."""
+    n_queries, max_len = q.shape[2], k_cache.shape[2]
+    query_positions = lengths[:, None] - n_queries + torch.arange(n_queries)  # (B, Lq)
+    mask = torch.arange(max_len) <= query_positions[:, :, None]  # (B, Lq, max_len)
+    return scaled_dot_product_attention(q, k_cache, v_cache, mask[:, None])[0]
 
 
-def attend_whole_cache(q, k_cache, v_cache, length):
+def attend_with_torch(q, k_cache, v_cache, lengths):
+    """Correct, written differently: torch's attention, a float mask, the cache cut to the
+    longest row."""
+    longest = int(lengths.max())
+    key_positions = torch.arange(longest)
+    query_positions = lengths[:, None] - q.shape[2] + torch.arange(q.shape[2])
+    allowed = key_positions <= query_positions[:, :, None]
+    bias = torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))[:, None]
+    return F.scaled_dot_product_attention(q, k_cache[:, :, :longest], v_cache[:, :, :longest],
+                                          attn_mask=bias)
+
+
+def attend_longest_row(q, k_cache, v_cache, lengths):
+    """Treats every row as if it were as long as the longest: reads other rows' leftovers."""
+    longest = int(lengths.max())
+    return scaled_dot_product_attention(q, k_cache[:, :, :longest], v_cache[:, :, :longest],
+                                        causal_mask(q.shape[2], longest))[0]
+
+
+def attend_whole_cache(q, k_cache, v_cache, lengths):
     max_len = k_cache.shape[2]
     return scaled_dot_product_attention(q, k_cache, v_cache,
                                         causal_mask(q.shape[2], max_len))[0]
 
 
-def attend_without_mask(q, k_cache, v_cache, length):
-    return scaled_dot_product_attention(q, k_cache[:, :, :length], v_cache[:, :, :length])[0]
+def attend_padding_only(q, k_cache, v_cache, lengths):
+    """Hides each row's leftovers but forgets causality among several new queries."""
+    mask = torch.arange(k_cache.shape[2]) < lengths[:, None]  # (B, max_len)
+    return scaled_dot_product_attention(q, k_cache, v_cache, mask[:, None, None])[0]
 
 
-def attend_with_square_mask(q, k_cache, v_cache, length):
+def attend_first_row_length(q, k_cache, v_cache, lengths):
+    """Uses one length for the whole batch (an int where a tensor is passed)."""
+    length = int(lengths[0])
     return scaled_dot_product_attention(q, k_cache[:, :, :length], v_cache[:, :, :length],
-                                        causal_mask(q.shape[2]))[0]
+                                        causal_mask(q.shape[2], length))[0]
 
 
-@pytest.mark.parametrize("student", [attend_with_sdpa])
+@pytest.mark.parametrize("student", [attend_with_mask, attend_with_torch])
 def test_9_5_passes_correct_answers_written_differently(student, capsys):
     check_attend_with_cache(student)
     assert "✅ Exercise 9.5" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("student, verdict", [
-    (attend_whole_cache, "test 1 of 8.*values are wrong"),
-    (attend_without_mask, "test 2 of 8.*values are wrong"),
-    (attend_with_square_mask, "your function raised ValueError: mask of shape"),
+    (attend_longest_row, "test 1 of 10.*values are wrong"),
+    (attend_whole_cache, "test 1 of 10.*values are wrong"),
+    (attend_padding_only, "test 2 of 10.*values are wrong"),
+    (attend_first_row_length, "test 1 of 10.*(values are wrong|raised)"),
 ])
 def test_9_5_rejects_wrong_answers(student, verdict):
     with pytest.raises(CheckFailed, match=verdict):

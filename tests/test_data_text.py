@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from attnbook.data_text import CHARACTERS, CharVocab, clean, stdlib_corpus, stdlib_text
 
@@ -23,13 +22,29 @@ def test_clean_expands_tabs_and_drops_other_characters():
     assert clean("a\tb\r\nc\u00e7", CharVocab()) == "a    b\nc"
 
 
-def test_corpus_is_the_same_text_every_time_and_split_in_order():
-    corpus = stdlib_corpus(n_chars=50_000, val_fraction=0.1)
-    assert len(corpus.text) == 50_000
-    assert corpus.text == stdlib_text(n_chars=50_000)
-    assert torch.equal(torch.cat([corpus.train, corpus.val]), corpus.vocab.encode(corpus.text))
-    assert len(corpus.val) == 5_000
-    assert corpus.text.startswith("# Author: Steven J. Bethard")
+def test_stdlib_text_is_the_same_text_every_time():
+    text = stdlib_text(n_chars=50_000)
+    assert len(text) == 50_000 and text == stdlib_text(n_chars=50_000)
+    assert text.startswith("# Author: Steven J. Bethard")
+
+
+def test_corpus_holds_out_the_end_of_every_file(tmp_path):
+    (tmp_path / "a.py").write_text("a" * 90 + "b" * 10)
+    (tmp_path / "b.py").write_text("c" * 45 + "d" * 5)
+    corpus = stdlib_corpus(0.1, files=("a.py", "b.py"), root=tmp_path)
+    vocab = corpus.vocab
+    assert vocab.decode(corpus.train) == "a" * 90 + "\n" + "c" * 45
+    assert vocab.decode(corpus.val) == "b" * 10 + "\n" + "d" * 5
+    assert corpus.text == "a" * 90 + "b" * 10 + "\n" + "c" * 45 + "d" * 5
+
+
+def test_the_chapter_corpus_validates_on_every_file():
+    corpus = stdlib_corpus(val_fraction=0.1)
+    val = corpus.vocab.decode(corpus.val)
+    assert len(corpus.train) + len(corpus.val) == len(corpus.text) + len(corpus.files) - 1
+    assert 0.09 < len(corpus.val) / len(corpus.text) < 0.11
+    # text from the end of the first file (argparse) and of the last (textwrap)
+    assert "intermixed" in val and "dedent(" in val
 
 
 def test_bad_arguments_are_named(tmp_path):

@@ -81,9 +81,9 @@ def test_cached_and_uncached_logits_agree_for_every_variant(variant):
 
 @pytest.mark.parametrize("sampling", [dict(greedy=True), dict(temperature=0.7), dict(top_k=3),
                                       dict(top_p=0.8), dict(temperature=1.3, top_k=5, top_p=0.9)])
-@pytest.mark.parametrize("n_kv_heads", [4, 2, 1])
-def test_generation_with_and_without_cache_agree_token_for_token(sampling, n_kv_heads):
-    model = small_model(n_kv_heads)
+@pytest.mark.parametrize("n_heads, n_kv_heads", [(4, 4), (4, 2), (4, 1), (8, 4)])
+def test_generation_with_and_without_cache_agree_token_for_token(sampling, n_heads, n_kv_heads):
+    model = small_model(n_kv_heads, n_heads=n_heads)
     prompt = torch.randint(0, 17, (2, 4), generator=torch.Generator().manual_seed(3))
     runs = [generate(model, prompt, 30, use_cache=use_cache, return_logits=True,
                      generator=torch.Generator().manual_seed(7), **sampling)
@@ -196,6 +196,28 @@ def test_sampling_is_reproducible_under_a_seed_and_temperature_sharpens():
 def test_top_p_outside_the_interval_is_refused(p):
     with pytest.raises(ValueError, match="top_p must lie in"):
         sample_next(torch.randn(2, 5), top_p=p)
+
+
+@pytest.mark.parametrize("setting, name", [(dict(top_p=1.5), "top_p"), (dict(top_k=0), "top_k"),
+                                           (dict(temperature=-1), "temperature")])
+def test_settings_are_checked_even_when_greedy(setting, name):
+    with pytest.raises(ValueError, match=name):
+        sample_next(torch.randn(2, 5), greedy=True, **setting)
+
+
+def test_the_cache_stores_keys_after_rope_each_rotated_once_at_its_position():
+    from attnbook.multihead import split_heads
+    from attnbook.positional import apply_rope
+    model = small_model(2)
+    ids = torch.randint(0, 17, (1, 9), generator=torch.Generator().manual_seed(1))
+    cache = KVCache.for_model(model, batch=1)
+    with torch.no_grad():
+        model(ids[:, :5], cache)
+        model(ids[:, 5:], cache)
+        block = model.blocks[0]
+        k = split_heads(block.attention.k_proj(block.norm1(model.embed(ids))), 2)
+        expected = apply_rope(k, torch.arange(9))
+    assert (cache.keys[0][:, :, :9] - expected).abs().max() < 1e-6
 
 
 def test_bad_generation_requests_name_the_argument():

@@ -10,8 +10,9 @@ multi-query attention). The attention itself is `attention.scaled_dot_product_at
 (batch, n_kv_heads, max_len, head_dim); a forward pass given a cache computes
 keys and values only for its new tokens and attends over everything stored.
 
-Shapes: B = batch, L = new tokens, H = query heads, Hkv = key/value heads,
-G = H / Hkv queries per key/value head, d = head_dim, V = vocabulary.
+Shapes: B = batch, L = new tokens, H = query heads, Hkv = key/value heads (the
+number of groups: Ainslie et al.'s GQA-G has G = Hkv), H / Hkv query heads per
+group, d = head_dim, V = vocabulary.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ def grouped_query_attention(q: torch.Tensor, k: torch.Tensor,
                             v: torch.Tensor) -> torch.Tensor:
     """Causal attention of q (B, H, Lq, d) over k, v (B, Hkv, Lk, d), Hkv dividing H.
 
-    Query head h reads key/value head h // G (G = H / Hkv), as in
-    F.scaled_dot_product_attention(..., enable_gqa=True). The queries are the last
-    Lq of the Lk positions. Keys and values are not copied G times: the G query
-    heads of a group are stacked along the length, (B, Hkv, G * Lq, d), and
-    attend to their group's keys in one call.
+    Hkv groups of H / Hkv query heads: query head h reads key/value head
+    h // (H / Hkv), as in F.scaled_dot_product_attention(..., enable_gqa=True). The
+    queries are the last Lq of the Lk positions. Keys and values are not copied
+    to every query head: the query heads of a group are stacked along the length,
+    (B, Hkv, H / Hkv * Lq, d), and attend to their group's keys in one call.
     """
     batch, n_heads, n_queries, head_dim = q.shape
     n_kv_heads, n_keys = k.shape[1], k.shape[2]
@@ -51,16 +52,17 @@ def grouped_query_attention(q: torch.Tensor, k: torch.Tensor,
         raise ValueError(f"the key/value heads of k {tuple(k.shape)} ({n_kv_heads}) "
                          f"must divide the query heads of q {tuple(q.shape)} "
                          f"({n_heads})")
-    group = n_heads // n_kv_heads
-    # (B, H, Lq, d) -> (B, Hkv, G*Lq, d): query head h = jG + g goes to group j
-    stacked = q.reshape(batch, n_kv_heads, group * n_queries, head_dim)
-    mask = causal_mask(n_queries, n_keys, q.device).repeat(group, 1)  # (G*Lq, Lk)
-    out, _ = scaled_dot_product_attention(stacked, k, v, mask)  # (B, Hkv, G*Lq, d)
+    group_size = n_heads // n_kv_heads  # query heads per key/value head
+    # (B, H, Lq, d) -> (B, Hkv, S*Lq, d), S = group_size: head h = jS + i is in group j
+    stacked = q.reshape(batch, n_kv_heads, group_size * n_queries, head_dim)
+    mask = causal_mask(n_queries, n_keys, q.device).repeat(group_size, 1)  # (S*Lq, Lk)
+    out, _ = scaled_dot_product_attention(stacked, k, v, mask)  # (B, Hkv, S*Lq, d)
     return out.reshape(batch, n_heads, n_queries, head_dim)
 
 
 def repeat_kv(x: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """(B, Hkv, L, d) -> (B, H, L, d): key/value head j copied to query heads jG ... jG + G - 1.
+    """(B, Hkv, L, d) -> (B, H, L, d): key/value head j copied to query heads jS ... jS + S - 1
+    (S = H / Hkv query heads per group).
 
     The materialised form of grouped-query attention's sharing (what the
     stacking in `grouped_query_attention` avoids); used to compare with it.
@@ -109,8 +111,8 @@ class KVCache:
                    weight.dtype, weight.device)
 
     def nbytes(self) -> int:
-        """Bytes held by the cache's tensors, measured from the tensors themselves."""
-        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+        """Bytes of memory the cache's tensors hold, measured from their storages."""
+        return sum(t.untyped_storage().nbytes() for t in self.keys + self.values)
 
     def update(self, layer: int, k: torch.Tensor,
                v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -280,11 +282,16 @@ def sample_next(logits: torch.Tensor, generator: torch.Generator | None = None,
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape (batch, V), "
                          f"got {tuple(logits.shape)}")
-    if greedy:
-        return logits.argmax(dim=-1)
+    # every setting is checked, even where greedy makes it irrelevant
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
             or not (temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    if top_k is not None:
+        top_k_filter(logits[:1], top_k)  # a ValueError naming top_k if it is wrong
+    if top_p is not None:
+        top_p_filter(logits[:1], top_p)
+    if greedy:
+        return logits.argmax(dim=-1)
     logits = logits / temperature
     if top_k is not None:
         logits = top_k_filter(logits, top_k)

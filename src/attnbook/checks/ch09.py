@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from attnbook.attention import causal_mask, scaled_dot_product_attention
@@ -67,8 +69,11 @@ def check_top_p(student_fn) -> None:
 
     Fixed cases: one row (V,), a batch (B, V) and (B, T, V); probabilities whose
     cumulative sum crosses p inside a token (that token stays) and just before it
-    (it goes); p = 1 (everything stays); a tiny p (only the most likely); the most
-    likely token not first in the row. Then random rows. Finite values within
+    (it goes); dyadic probabilities (0.25, 0.5, 0.125, 0.125), exact in float32,
+    where the mass before a token equals p = 0.75 exactly (the kept mass already
+    reaches p, so that token goes: keeping it is not minimal); p = 1 (everything
+    stays); a tiny p (only the most likely); the most likely token not first in the
+    row. Then random rows. Finite values within
     1e-5 + 1e-4 * |expected|; -inf must be exactly where the reference has it.
     """
     name = "Exercise 9.2 (top_p_filter)"
@@ -81,6 +86,9 @@ def check_top_p(student_fn) -> None:
          "p=0.75", (_logits_from_probs([0.1, 0.2, 0.6, 0.1]), 0.75)),
         ("with a batch (2, 5) whose rows need different numbers of tokens, p=0.7",
          (_logits_from_probs([[0.05, 0.05, 0.1, 0.2, 0.6], [0.3, 0.25, 0.2, 0.15, 0.1]]), 0.7)),
+        ("with probabilities (0.25, 0.5, 0.125, 0.125) and p=0.75 (the first two reach p "
+         "exactly: the third token is not needed)",
+         (_logits_from_probs([0.25, 0.5, 0.125, 0.125]), 0.75)),
         ("with p=1 (every token stays)", (_logits_from_probs([0.4, 0.1, 0.3, 0.2]), 1.0)),
         ("with a tiny p=0.01 (only the most likely token stays)",
          (_logits_from_probs([0.2, 0.5, 0.3]), 0.01)),
@@ -128,11 +136,14 @@ def check_gqa_attention(student_fn) -> None:
 PROMPT_LEN, NEW_TOKENS = 28, 100
 
 
-def _check_int(value, what: str, name: str) -> None:
+def _check_int(value, what: str, name: str) -> int:
+    """An int (NumPy's integer types too, as in exercise 9.1) or a CheckFailed."""
     if value is ...:
         raise CheckFailed(f"{name}: replace the ... in {what} with your prediction")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise CheckFailed(f"{name}: {what} must be a whole number (an int), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise CheckFailed(f"{name}: {what} must be a whole number (an int; use // rather "
+                          f"than /), got {value!r}")
+    return int(value)
 
 
 def check_work_prediction(predicted_uncached, predicted_cached, measured_uncached,
@@ -146,8 +157,8 @@ def check_work_prediction(predicted_uncached, predicted_cached, measured_uncache
     name = "Exercise 9.4 (work of generation)"
     truth = {False: work_per_generation(PROMPT_LEN, NEW_TOKENS, use_cache=False),
              True: work_per_generation(PROMPT_LEN, NEW_TOKENS, use_cache=True)}
-    _check_int(predicted_uncached, "predicted_uncached", name)
-    _check_int(predicted_cached, "predicted_cached", name)
+    predicted_uncached = _check_int(predicted_uncached, "predicted_uncached", name)
+    predicted_cached = _check_int(predicted_cached, "predicted_cached", name)
     for use_cache, measured in [(False, measured_uncached), (True, measured_cached)]:
         if measured != truth[use_cache]:
             raise CheckFailed(f"{name}: the measurement {'with' if use_cache else 'without'} the "
@@ -171,43 +182,55 @@ def check_work_prediction(predicted_uncached, predicted_cached, measured_uncache
           f"it, {ratio:.0f} times fewer.")
 
 
-# --- 9.5 attention over a cache -----------------------------------------------------------
+# --- 9.5 attention over a cache, rows of different lengths --------------------------------
 
 
-def reference_attend_with_cache(q, k_cache, v_cache, length):
+def reference_attend_with_cache(q, k_cache, v_cache, lengths):
+    """Row by row: row b's queries are its last Lq filled positions, over its own filled keys."""
     n_queries = q.shape[2]
-    k, v = k_cache[:, :, :length], v_cache[:, :, :length]
-    return scaled_dot_product_attention(q, k, v, causal_mask(n_queries, length, q.device))[0]
+    rows = []
+    for b, length in enumerate(lengths.tolist()):
+        k, v = k_cache[b:b + 1, :, :length], v_cache[b:b + 1, :, :length]
+        mask = causal_mask(n_queries, length, q.device)
+        rows.append(scaled_dot_product_attention(q[b:b + 1], k, v, mask)[0])
+    return torch.cat(rows)
 
 
-def _cache_inputs(n_queries: tuple[int, int], empty_slots: tuple[int, int]):
+def _cache_inputs(n_queries: tuple[int, int], empty_slots: tuple[int, int],
+                  same_lengths: bool = False, batch: tuple[int, int] = (2, 3)):
     def make(generator: torch.Generator):
-        batch, n_heads = random_size(generator, 1, 2), random_size(generator, 1, 3)
+        n_rows, n_heads = random_size(generator, *batch), random_size(generator, 1, 3)
         head_dim = random_size(generator, 2, 5)
         lq = random_size(generator, *n_queries)
-        length = lq + random_size(generator, 0, 4)
-        max_len = length + random_size(generator, *empty_slots)
-        q = torch.randn(batch, n_heads, lq, head_dim, generator=generator)
+        extra = torch.randint(0, 5, (1 if same_lengths else n_rows,), generator=generator)
+        lengths = (lq + extra).expand(n_rows).clone()
+        if not same_lengths and n_rows > 1:
+            lengths[0] = lq  # one row holds only the new queries' own positions
+        max_len = int(lengths.max()) + random_size(generator, *empty_slots)
+        q = torch.randn(n_rows, n_heads, lq, head_dim, generator=generator)
         # the unfilled slots hold leftovers of an earlier, longer generation
-        k_cache = 3 * torch.randn(batch, n_heads, max_len, head_dim, generator=generator)
-        v_cache = 3 * torch.randn(batch, n_heads, max_len, head_dim, generator=generator)
-        return q, k_cache, v_cache, length
+        k_cache = 3 * torch.randn(n_rows, n_heads, max_len, head_dim, generator=generator)
+        v_cache = 3 * torch.randn(n_rows, n_heads, max_len, head_dim, generator=generator)
+        return q, k_cache, v_cache, lengths
     return make
 
 
 def check_attend_with_cache(student_fn) -> None:
-    """Exercise 9.5: attention of Lq new queries over the first `length` positions of a
-    preallocated cache (B, H, max_len, d), the queries being positions length - Lq ...
-    length - 1; within 1e-5 + 1e-4 * |expected|.
+    """Exercise 9.5: attention of Lq new queries over a preallocated cache (B, H, max_len, d)
+    whose row b holds lengths[b] filled positions (lengths: (B,) int64), the queries of
+    row b being its positions lengths[b] - Lq ... lengths[b] - 1; within
+    1e-5 + 1e-4 * |expected|.
 
-    Cases: one query (a generation step) and several (a prompt), with unfilled slots
-    that hold leftover values after `length`, and a cache filled to the end.
+    Cases: one query (a generation step) and several (prompts), rows of different
+    lengths (one of them exactly Lq), unfilled slots after every row's length that
+    hold leftover values, all rows of the same length, and a batch of one.
     """
-    cases = in_turn(_cache_inputs((1, 1), (1, 5)), _cache_inputs((2, 5), (1, 4)),
-                    _cache_inputs((2, 4), (0, 0)), _cache_inputs((1, 1), (0, 0)))
-    compare_with_reference(student_fn, reference_attend_with_cache, cases, trials=8,
+    cases = in_turn(_cache_inputs((1, 1), (1, 4)), _cache_inputs((2, 4), (1, 4)),
+                    _cache_inputs((1, 3), (0, 0)), _cache_inputs((2, 3), (1, 3), True),
+                    _cache_inputs((1, 3), (0, 2), batch=(1, 1)))
+    compare_with_reference(student_fn, reference_attend_with_cache, cases, trials=10,
                            name="Exercise 9.5 (attend_with_cache)",
-                           arg_names=("q", "k_cache", "v_cache", "length"))
+                           arg_names=("q", "k_cache", "v_cache", "lengths"))
 
 
 __all__ = ["check_max_context", "check_top_p", "check_gqa_attention", "check_work_prediction",
