@@ -12,6 +12,7 @@ import argparse
 import datetime
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -57,7 +58,7 @@ def flash_main(args: argparse.Namespace) -> int:
 
 
 def kvcache_main(args: argparse.Namespace) -> int:
-    from attnbook.bench import flash
+    from attnbook.bench import flash, time_callable
     from attnbook.bench.kvcache import format_rows, kv_cache_benchmark
     from attnbook.lm import CausalLM
     if args.threads:
@@ -69,7 +70,12 @@ def kvcache_main(args: argparse.Namespace) -> int:
                 "prompt": 1, "repeats": args.repeats, "warmup": args.warmup,
                 "threads": torch.get_num_threads()}
     print(f"model and timing: {json.dumps(settings)}; greedy generation, fastest of the repeats")
-    rows = kv_cache_benchmark(model, args.lengths, repeats=args.repeats, warmup=args.warmup)
+    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+    settings["clock"] = "process CPU time" if clock is time.process_time else "wall clock"
+
+    def timer(fn, repeats):
+        return time_callable(fn, repeats=repeats, warmup=args.warmup, statistic="min", clock=clock)
+    rows = kv_cache_benchmark(model, args.lengths, repeats=args.repeats, timer=timer)
     print(format_rows(rows))
     if args.out:
         machine = flash.machine_description("cpu")
