@@ -23,7 +23,8 @@ def test_decoder_stage_has_three_sublayers_and_reads_the_encoder():
     for name in ("masked self-attention", "cross-attention", "feed-forward"):
         assert name in labels
     assert labels.count("add & LayerNorm") == 3
-    assert "encoder outputs" in labels and "encoder self-attention" not in labels
+    assert "encoder outputs\n(keys, values)" in labels
+    assert "encoder self-attention" not in labels
 
 
 def test_whole_model_joins_both_with_the_output_layer():
@@ -59,3 +60,46 @@ def test_sublayers_side_by_side_on_given_axes():
     sublayer_diagram("pre", ax=axes[1])
     assert box_labels(fig).count("LayerNorm") == 2
     plt.close(fig)
+
+
+def _extents(fig):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [(t.get_text(), t.get_window_extent(renderer)) for ax in fig.axes for t in ax.texts
+             if t.get_text()]
+    boxes = [(p.get_gid(), p.get_window_extent(renderer)) for ax in fig.axes
+             for p in ax.patches if p.get_gid()]
+    return texts, boxes
+
+
+@pytest.mark.parametrize("stage, norm", [(s, n) for s in STAGES for n in ("post", "pre")])
+def test_no_label_overlaps_another_or_overflows_its_box(stage, norm):
+    fig = transformer_diagram(stage, norm=norm)
+    texts, boxes = _extents(fig)
+    for i, (a, box_a) in enumerate(texts):
+        for b, box_b in texts[i + 1:]:
+            assert not box_a.overlaps(box_b), (a, b)
+    for text, extent in texts:
+        holders = [box for gid, box in boxes if gid == text
+                   and box.contains(*extent.padded(-0.01).get_points().mean(0))]
+        if holders:  # a box's own label stays inside it
+            box = holders[0]
+            assert box.x0 <= extent.x0 and extent.x1 <= box.x1, text
+        else:  # a note lies in no box at all
+            for _, box in boxes:
+                assert not box.overlaps(extent), text
+
+
+def test_encoder_outputs_leave_the_top_of_the_stack_and_decoder_input_is_shifted():
+    fig = transformer_diagram("model")
+    ax = fig.axes[0]
+    labels = box_labels(fig)
+    assert "the target shifted right: <bos>, y₁, y₂, …" in labels
+    assert "the source characters" in labels
+    (route,) = ax.lines  # encoder output -> cross-attention, drawn as one polyline
+    xs, ys = route.get_data()
+    top_box = max(p.get_y() + p.get_height() for p in ax.patches
+                  if p.get_gid() == "add & LayerNorm" and p.get_x() < 0)
+    assert xs[0] == 0.0 and ys[0] > top_box  # starts above the encoder, on its axis
+    decoder = transformer_diagram("decoder")
+    assert "encoder outputs\n(keys, values)" in box_labels(decoder)

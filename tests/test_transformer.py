@@ -15,10 +15,13 @@ from attnbook.transformer import (
 )
 
 
-def small_model(norm="post", dropout=0.0, seed=0):
+def small_model(norm="post", dropout=0.0, seed=0, rope=False):
     torch.manual_seed(seed)
     return Transformer(13, 11, d_model=16, n_heads=4, d_ff=32, n_layers=2, dropout=dropout,
-                       norm=norm).eval()
+                       norm=norm, rope=rope).eval()
+
+
+VARIANTS = [("post", False), ("pre", False), ("post", True), ("pre", True)]
 
 
 def tokens(batch, length, vocab, seed=0):
@@ -35,10 +38,10 @@ def test_forward_shapes(norm):
     assert torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("norm", ["post", "pre"])
-def test_decoder_is_causal(norm):
+@pytest.mark.parametrize("norm, rope", VARIANTS)
+def test_decoder_is_causal(norm, rope):
     """Changing a future target token never changes the logits of earlier positions."""
-    model = small_model(norm)
+    model = small_model(norm, rope=rope)
     src, lengths = tokens(2, 6, 13), torch.tensor([6, 3])
     tgt = tokens(2, 8, 11, seed=1)
     before = model(src, lengths, tgt)
@@ -50,9 +53,10 @@ def test_decoder_is_causal(norm):
         assert not torch.allclose(after[:, t:], before[:, t:])
 
 
-def test_greedy_decode_matches_teacher_forcing():
+@pytest.mark.parametrize("rope", [False, True])
+def test_greedy_decode_matches_teacher_forcing(rope):
     """Greedy decoding without a cache writes what the teacher-forced forward ranks first."""
-    model = small_model("pre")
+    model = small_model("pre", rope=rope)
     src, lengths = tokens(3, 6, 13), torch.tensor([6, 2, 4])
     out, cross = model.greedy_decode(src, lengths, max_len=5)
     assert out.shape[1] <= 5 and cross.shape == (3, out.shape[1], 6)
@@ -63,11 +67,11 @@ def test_greedy_decode_matches_teacher_forcing():
     torch.testing.assert_close(cross.sum(-1), torch.ones(cross.shape[:2]))
 
 
-@pytest.mark.parametrize("norm", ["post", "pre"])
-def test_padding_never_changes_real_outputs(norm):
+@pytest.mark.parametrize("norm, rope", VARIANTS)
+def test_padding_never_changes_real_outputs(norm, rope):
     """More padding, or other ids in the padded positions, leave the real encoder
     outputs and the logits unchanged."""
-    model = small_model(norm)
+    model = small_model(norm, rope=rope)
     src, lengths = tokens(2, 5, 13), torch.tensor([5, 3])
     tgt = tokens(2, 4, 11, seed=1)
     memory, _ = model.encode(src, lengths)
@@ -80,8 +84,9 @@ def test_padding_never_changes_real_outputs(norm):
     torch.testing.assert_close(model(padded, lengths, tgt), logits, atol=1e-5, rtol=0)
 
 
-def test_batch_equals_one_at_a_time():
-    model = small_model("post")
+@pytest.mark.parametrize("rope", [False, True])
+def test_batch_equals_one_at_a_time(rope):
+    model = small_model("post", rope=rope)
     src, lengths, tgt = tokens(3, 6, 13), torch.tensor([6, 2, 4]), tokens(3, 4, 11, seed=1)
     together = model(src, lengths, tgt)
     for b in range(3):
@@ -184,3 +189,29 @@ def test_bad_input_names_the_argument():
         model(src, torch.tensor([5, 5]), tgt[:1])
     with pytest.raises(ValueError, match="norm must be"):
         Transformer(13, 11, norm="sandwich")
+
+
+def test_rope_only_in_self_attention():
+    """rope=True rotates queries and keys in self-attention (encoder and decoder), not
+    across, with the same parameters; it changes the outputs."""
+    plain, rotated = small_model(), small_model(rope=True)
+    assert n_parameters(plain) == n_parameters(rotated)
+    assert all(block.self_attn.rope for block in [*rotated.encoder, *rotated.decoder])
+    assert not any(block.cross_attn.rope for block in rotated.decoder)
+    assert not any(block.self_attn.rope for block in [*plain.encoder, *plain.decoder])
+    src, lengths, tgt = tokens(2, 6, 13), torch.tensor([6, 4]), tokens(2, 5, 11, seed=1)
+    assert not torch.allclose(plain(src, lengths, tgt), rotated(src, lengths, tgt))
+
+
+def test_rope_attention_with_dropout_rotates_too():
+    """In training with weight dropout, Attention still rotates: the weights it returns
+    (before dropout) are those of evaluation mode."""
+    torch.manual_seed(0)
+    attn = Attention(16, 4, dropout=0.5, rope=True)
+    x = torch.randn(2, 5, 16)
+    _, eval_weights = attn.eval()(x)
+    _, train_weights = attn.train()(x)
+    torch.testing.assert_close(train_weights, eval_weights)
+    attn.rope = False
+    _, plain_weights = attn.eval()(x)
+    assert not torch.allclose(plain_weights, eval_weights)

@@ -26,7 +26,7 @@ from torch import nn
 
 from attnbook.attention import causal_mask, padding_mask, scaled_dot_product_attention
 from attnbook.multihead import MultiHeadAttention, merge_heads, split_heads
-from attnbook.positional import sinusoidal_encoding
+from attnbook.positional import apply_rope, query_key_positions, sinusoidal_encoding
 
 NORMS = ("post", "pre")
 
@@ -49,11 +49,14 @@ class Attention(MultiHeadAttention):
 
     In evaluation mode, or with dropout 0, it is exactly the parent's forward; in
     training it drops weights (each row then sums to less than 1, rescaled by
-    1 / (1 - p) like any dropout) before they average the values.
+    1 / (1 - p) like any dropout) before they average the values. With `rope`, the
+    queries and keys are rotated by their positions (`positional.apply_rope`), so the
+    scores see relative positions: for self-attention only.
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
-        super().__init__(d_model, n_heads)
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0,
+                 rope: bool = False):
+        super().__init__(d_model, n_heads, rope=rope)
         self.weight_dropout = nn.Dropout(dropout)
 
     def forward(self, query, key=None, value=None, mask=None):
@@ -65,6 +68,9 @@ class Attention(MultiHeadAttention):
         q = split_heads(self.q_proj(query), self.n_heads)  # (B, H, Lq, d)
         k = split_heads(self.k_proj(key), self.n_heads)    # (B, H, Lk, d)
         v = split_heads(self.v_proj(value), self.n_heads)  # (B, H, Lk, d)
+        if self.rope:
+            q_pos, k_pos = query_key_positions(q.shape[-2], k.shape[-2], q.device)
+            q, k = apply_rope(q, q_pos, self.rope_base), apply_rope(k, k_pos, self.rope_base)
         _, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, Lq, Lk)
         out = self.weight_dropout(weights) @ v  # (B, H, Lq, d)
         return self.out_proj(merge_heads(out)), weights
@@ -105,9 +111,9 @@ class EncoderBlock(nn.Module):
     """Self-attention over the source, then the feed-forward block."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0,
-                 norm: str = "post"):
+                 norm: str = "post", rope: bool = False):
         super().__init__()
-        self.self_attn = Attention(d_model, n_heads, dropout)
+        self.self_attn = Attention(d_model, n_heads, dropout, rope)
         self.ff = FeedForward(d_model, d_ff, dropout)
         self.attn_residual = Residual(d_model, dropout, norm)
         self.ff_residual = Residual(d_model, dropout, norm)
@@ -124,9 +130,10 @@ class DecoderBlock(nn.Module):
     outputs, then the feed-forward block."""
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0,
-                 norm: str = "post"):
+                 norm: str = "post", rope: bool = False):
         super().__init__()
-        self.self_attn = Attention(d_model, n_heads, dropout)
+        self.self_attn = Attention(d_model, n_heads, dropout, rope)
+        # No rotation across: output and input positions do not share one axis.
         self.cross_attn = Attention(d_model, n_heads, dropout)
         self.ff = FeedForward(d_model, d_ff, dropout)
         self.self_residual = Residual(d_model, dropout, norm)
@@ -153,9 +160,10 @@ class Embedding(nn.Module):
         super().__init__()
         self.d_model = d_model
         self.tokens = nn.Embedding(vocab_size, d_model, padding_idx=0)
-        # Initialized with variance 1 / d_model, as when the table is shared with the
-        # output layer (Vaswani et al.): times sqrt(d_model), each entry has variance 1,
-        # the scale of the position encodings. nn.Embedding's N(0, 1) would drown them.
+        # Initialized with variance 1 / d_model (tensor2tensor's convention; the paper
+        # states none): times sqrt(d_model), each entry has variance 1, the order of the
+        # sinusoids (mean square 1/2). nn.Embedding's N(0, 1) would give a standard
+        # deviation of sqrt(d_model), about 11 times the sinusoids' at d_model = 64.
         with torch.no_grad():
             nn.init.normal_(self.tokens.weight, std=d_model ** -0.5)
             self.tokens.weight[0].zero_()
@@ -197,21 +205,27 @@ def check_tokens(name: str, tokens: torch.Tensor, lengths: torch.Tensor | None =
 
 
 class Transformer(nn.Module):
-    """The encoder-decoder Transformer, with the interface of `seq2seq.Seq2Seq`."""
+    """The encoder-decoder Transformer, with the interface of `seq2seq.Seq2Seq`.
+
+    The embeddings add sinusoidal positions; `rope=True` also rotates queries and
+    keys (RoPE) in the self-attention of the encoder and of the decoder, which
+    then see relative positions too (cross-attention is left as it is).
+    """
 
     def __init__(self, src_vocab_size: int, tgt_vocab_size: int, d_model: int = 64,
                  n_heads: int = 4, d_ff: int = 256, n_layers: int = 2,
                  n_decoder_layers: int | None = None, dropout: float = 0.0,
-                 norm: str = "post", bos_id: int = 1, eos_id: int = 2):
+                 norm: str = "post", bos_id: int = 1, eos_id: int = 2,
+                 rope: bool = False):
         super().__init__()
         check_norm(norm)
         n_decoder_layers = n_layers if n_decoder_layers is None else n_decoder_layers
         self.norm, self.bos_id, self.eos_id = norm, bos_id, eos_id
         self.src_embed = Embedding(src_vocab_size, d_model, dropout)
         self.tgt_embed = Embedding(tgt_vocab_size, d_model, dropout)
-        self.encoder = nn.ModuleList(EncoderBlock(d_model, n_heads, d_ff, dropout, norm)
+        self.encoder = nn.ModuleList(EncoderBlock(d_model, n_heads, d_ff, dropout, norm, rope)
                                      for _ in range(n_layers))
-        self.decoder = nn.ModuleList(DecoderBlock(d_model, n_heads, d_ff, dropout, norm)
+        self.decoder = nn.ModuleList(DecoderBlock(d_model, n_heads, d_ff, dropout, norm, rope)
                                      for _ in range(n_decoder_layers))
         # Pre-norm leaves the residual stream unnormalized: one LayerNorm at each end.
         self.encoder_norm = nn.LayerNorm(d_model) if norm == "pre" else nn.Identity()

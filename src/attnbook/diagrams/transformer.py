@@ -85,8 +85,9 @@ def sublayer_diagram(norm: str = "post", ax: plt.Axes | None = None) -> Figure:
     return fig
 
 
-def _stack(ax, x, bottom, rows, label):
-    """Boxes from bottom to top, joined by arrows, inside a frame marked `label` (e.g. 'N x')."""
+def _stack(ax, x, bottom, rows, label, label_side="left"):
+    """Boxes from bottom to top, joined by arrows, inside a frame marked `label` (e.g. 'N x')
+    on its `label_side`."""
     y = bottom
     centres = []
     for text, kind in rows:
@@ -98,16 +99,28 @@ def _stack(ax, x, bottom, rows, label):
     ax.add_patch(FancyBboxPatch((x - 1.6, bottom - 0.45), 3.2, y - bottom - 0.1,
                                 boxstyle="round,pad=0.02,rounding_size=0.15", fill=False,
                                 edgecolor=INK, linewidth=1.0, linestyle=":"))
-    ax.text(x - 1.75, bottom + (y - bottom) / 2 - 0.4, label, ha="right", va="center",
-            color=INK, fontsize=10)
+    side = -1 if label_side == "left" else 1
+    ax.text(x + side * 1.75, bottom + (y - bottom) / 2 - 0.4, label,
+            ha="right" if side < 0 else "left", va="center", color=INK, fontsize=10)
     return centres
+
+
+def _inputs(ax, x, text, note):
+    """The two boxes under a stack (embedding, positions) and a note saying what is fed."""
+    ax.text(x, -0.75, note, ha="center", va="center", color=INK, fontsize=8)
+    _arrow(ax, (x, -0.5), (x, -0.25))
+    _box(ax, x, 0.0, text, "embed")
+    _box(ax, x, 0.8, "+ sinusoidal positions", "embed")
+    _arrow(ax, (x, 0.25), (x, 0.55))
 
 
 def transformer_diagram(stage: str = "model", norm: str = "post") -> Figure:
     """The encoder-decoder Transformer as the chapter builds it.
 
     stage "encoder": the encoder stack; "decoder": the decoder stack, reading an
-    encoder it does not show; "model": both, with the output layer.
+    encoder it does not show; "model": both, with the output layer. The decoder's
+    input is the target shifted right (<bos> first); the encoder's outputs leave the
+    top of its stack and are the keys and values of every cross-attention.
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
@@ -116,39 +129,43 @@ def transformer_diagram(stage: str = "model", norm: str = "post") -> Figure:
     add_norm = "add & LayerNorm" if norm == "post" else "add (LayerNorm before)"
     show_encoder, show_decoder = stage in ("encoder", "model"), stage in ("decoder", "model")
     fig, ax = _frame(7.5 if stage == "model" else 4.2, 7.0)
-    xs = {"encoder": 0.0, "decoder": 4.5 if stage == "model" else 0.0}
-    ax.set_xlim(-2.6 if stage != "decoder" else -2.6, (xs["decoder"] if show_decoder else 0) + 2.2)
-    ax.set_ylim(-0.6, 8.6)
+    xs = {"encoder": 0.0, "decoder": 5.2 if stage == "model" else 0.0}
+    left = -3.4 if stage == "decoder" else -2.6
+    ax.set_xlim(left, (xs["decoder"] if show_decoder else 0) + (2.0 if stage == "decoder" else 2.6))
+    ax.set_ylim(-1.1, 8.6)
     if show_encoder:
         x = xs["encoder"]
-        _box(ax, x, 0.0, "source embedding × √D", "embed")
-        _box(ax, x, 0.8, "+ sinusoidal positions", "embed")
-        _arrow(ax, (x, 0.25), (x, 0.55))
+        _inputs(ax, x, "source embedding × √D", "the source characters")
         rows = [("encoder self-attention", "attention"), (add_norm, "norm"),
                 ("feed-forward", "ff"), (add_norm, "norm")]
         centres = _stack(ax, x, 2.0, rows, "N ×")
         _arrow(ax, (x, 1.05), (x, centres[0] - 0.25))
-        ax.text(x, centres[-1] + 0.75, "encoder outputs (memory)", ha="center", color=INK,
-                fontsize=9)
-        encoder_top = (x + 0.6, centres[-1] + 0.25)
+        out_y = centres[-1] + 0.85  # above the stack's frame
+        _arrow(ax, (x, centres[-1] + 0.25), (x, out_y))
+        ax.text(x, out_y + 0.3, "encoder outputs (memory)", ha="center", va="center",
+                color=INK, fontsize=9)
     if show_decoder:
         x = xs["decoder"]
-        _box(ax, x, 0.0, "output so far, embedded × √D", "embed")
-        _box(ax, x, 0.8, "+ sinusoidal positions", "embed")
-        _arrow(ax, (x, 0.25), (x, 0.55))
+        _inputs(ax, x, "output embedding × √D", "the target shifted right: <bos>, y₁, y₂, …")
         rows = [("masked self-attention", "masked"), (add_norm, "norm"),
                 ("cross-attention", "cross"), (add_norm, "norm"),
                 ("feed-forward", "ff"), (add_norm, "norm")]
-        centres = _stack(ax, x, 2.0, rows, "N ×")
+        centres = _stack(ax, x, 2.0, rows, "N ×", label_side="right")
         _arrow(ax, (x, 1.05), (x, centres[0] - 0.25))
-        cross_left = (x - 1.3, centres[2])
+        cross_left = (x - 1.4, centres[2])
         if show_encoder:
-            _arrow(ax, encoder_top, cross_left, connection="arc3,rad=-0.3")
-            ax.text((encoder_top[0] + cross_left[0]) / 2 + 0.2, centres[2] + 1.6,
-                    "keys and values", color=INK, fontsize=9, ha="center")
+            # from the encoder's output, across the gap, into every cross-attention
+            gap_x = (xs["encoder"] + 1.6 + x - 1.6) / 2
+            ax.plot([xs["encoder"], xs["encoder"], gap_x, gap_x],
+                    [out_y, out_y + 0.05, out_y + 0.05, centres[2]], color=INK,
+                    linewidth=1.2, solid_capstyle="butt")
+            _arrow(ax, (gap_x, centres[2]), cross_left)
+            ax.text(gap_x + 0.12, (centres[2] + out_y) / 2 + 0.15, "keys and values", rotation=90,
+                    ha="left", va="center", color=INK, fontsize=9)
         else:
-            _arrow(ax, (x - 2.5, centres[2]), cross_left, dashed=True)
-            ax.text(x - 2.5, centres[2] + 0.3, "encoder outputs", color=INK, fontsize=9)
+            _arrow(ax, (x - 3.35, centres[2]), cross_left, dashed=True)
+            ax.text(x - 3.35, centres[2] + 0.15, "encoder outputs\n(keys, values)",
+                    ha="left", va="bottom", color=INK, fontsize=8)
         if stage == "model":
             _box(ax, x, centres[-1] + 0.95, "linear → softmax", "out")
             _arrow(ax, (x, centres[-1] + 0.25), (x, centres[-1] + 0.7))
