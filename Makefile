@@ -46,8 +46,11 @@ student-book: $(STAMP)
 	  --warningiserror --keep-going -q
 	@echo "Student site (no solutions): file://$(CURDIR)/_build_student/_build/html/index.html"
 
+# Jupyter refuses to start as root unless told; containers often run as root.
+LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+LAB_ARGS ?=
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=.
+	$(BIN)/jupyter lab --notebook-dir=. $(LAB_ROOT_FLAG) $(LAB_ARGS)
 
 # Regenerate exercises/ from solutions/ (and execute them so outputs are stored).
 exercises: $(STAMP)
