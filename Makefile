@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0+cpu
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: book student-book test lab lint unit notebooks site browser exercises seeds lock clean browser-deps
+.PHONY: book student-book test lab pdf lint unit notebooks site browser exercises seeds lock clean browser-deps
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going --path-output . -q
@@ -51,6 +51,10 @@ LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_ARGS ?=
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=. $(LAB_ROOT_FLAG) $(LAB_ARGS)
+
+# The whole book as one PDF (_build/attnbook.pdf), printed offline by headless Chromium.
+pdf: book browser-deps
+	$(BIN)/python -m tools.make_pdf --out _build/attnbook.pdf
 
 # Regenerate exercises/ from solutions/ (and execute them so outputs are stored).
 exercises: $(STAMP)

@@ -5,7 +5,8 @@
     notebooks  nbval: re-run every notebook in chapters/, solutions/, exercises/
                and compare with the stored outputs
     site       build the book with warnings as errors
-    browser    open the built site in headless Chromium and check what a reader sees
+    browser    open the built site in headless Chromium and check what a reader sees;
+               print it as one PDF and check the PDF
 
 Pass step names to run only some: python -m tools.run_tests lint unit
 """
@@ -30,7 +31,8 @@ STEPS = {
                   "--nbval-sanitize-with", "tests/sanitize.cfg", "-p", "tools.pytest_notebook_times",
                   "-p", "no:cacheprovider", "-q", *NOTEBOOKS],
     "site": [str(BIN / "jupyter-book"), "build", ".", "--warningiserror", "--keep-going", "-q"],
-    "browser": [str(BIN / "pytest"), "tests/test_site.py", "-m", "site", "-q", "-p", "no:cacheprovider"],
+    "browser": [str(BIN / "pytest"), "tests/test_site.py", "tests/test_pdf.py", "-m", "site", "-q",
+                "-p", "no:cacheprovider"],
 }
 COUNTS = re.compile(r"(\d+) (passed|failed|error|errors)\b")
 
