@@ -10,14 +10,18 @@ import torch.nn.functional as F
 
 from attnbook.checks import CheckFailed
 from attnbook.checks.ch01 import (
+    SLIP_TARGET,
+    SLIPS,
     check_accuracy_by_length,
-    check_bits_for_three_dates,
+    check_bits_to_tell_apart,
     check_greedy_decode,
     check_last_real_state,
     check_sequence_loss,
+    check_slips,
+    check_slips_recorded,
 )
 from attnbook.seq2seq import greedy_decode
-from attnbook.train import accuracy_by_length
+from attnbook.train import accuracy_by_length, char_accuracy, date_exact_match
 
 
 def fails(check, student, match):
@@ -164,6 +168,31 @@ def loss_in_numpy(logits, targets, pad_id):
 ])
 def test_1_2_names_what_is_wrong(student, match):
     fails(check_sequence_loss, student, match)
+
+
+def sequence_loss_as_given(logits, targets, pad_id):  # the exercise's buggy function
+    losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+    real = (targets.flatten() != pad_id).float()
+    return (losses * real).mean()
+
+
+def loss_fixed_with_boolean_index(logits, targets, pad_id):
+    losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+    return losses[targets.flatten() != pad_id].mean()
+
+
+def loss_half_fixed_divides_by_rows(logits, targets, pad_id):
+    losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+    real = (targets.flatten() != pad_id).float()
+    return (losses * real).sum() / targets.shape[0]  # divides by B, not by the real count
+
+
+def test_1_2_the_given_bug_fails_and_its_fixes_pass(capsys):
+    fails(check_sequence_loss, sequence_loss_as_given,
+          r"on test 1 of 5.*1 of 1 values are wrong")
+    fails(check_sequence_loss, loss_half_fixed_divides_by_rows, r"1 of 1 values are wrong")
+    check_sequence_loss(loss_fixed_with_boolean_index)
+    assert "the gradient with respect to the logits is right too" in capsys.readouterr().out
 
 
 # Exercise 1.3: greedy_decode
@@ -349,24 +378,88 @@ def test_1_4_old_wrong_answer_still_fails():
             examples, predictions, [0, 30, 60, 90]))
 
 
-# Exercise 1.5: bits for three dates
+# Exercise 1.5: one slip, two scores
+
+RIGHT_PREDICTION = {"substituted": (31 / 32, [0, 1, 1]), "inserted": (9 / 32, [0, 1, 1]),
+                    "no separator": (10 / 32, [0, 0, 0])}
 
 
-@pytest.mark.parametrize("answer", [math.ceil(math.log2(36_525**3)), (36_525**3 - 1).bit_length(),
-                                    np.int64(46)])
-def test_1_5_accepts_right_answers_written_differently(answer, capsys):
-    check_bits_for_three_dates(answer)
-    assert "✅ Exercise 1.5" in capsys.readouterr().out
+def measure():
+    return {name: (char_accuracy([output], [SLIP_TARGET]),
+                   date_exact_match([output], [SLIP_TARGET]))
+            for name, output in SLIPS.items()}
 
 
-@pytest.mark.parametrize("answer, match", [
-    (round(3 * math.log2(36_525)), r"45 is not right\. Each date is one of 36,525 values"),
-    (math.ceil(math.log2(36_525)), r"16 is not right"),
-    (float(math.ceil(3 * math.log2(36_525))), r"must be a whole number \(an int\), got a float"),
-    (torch.tensor(3 * math.log2(36_525)).ceil().long(),
-     r"must be a whole number.*got a tensor of shape \(\)"),
-    (..., r"replace the \.\.\. with your answer"),
+def test_1_5_passes_a_rough_prediction_and_a_measurement_in_other_types(capsys):
+    check_slips_recorded(RIGHT_PREDICTION)
+    measured = {name: (torch.tensor(c, dtype=torch.float64), tuple(np.array(d)))
+                for name, (c, d) in measure().items()}
+    rough = {"substituted": (0.95, [0.0, 1.0, 1.0]), "inserted": (0.3, (0, 1, 1)),
+             "no separator": [0.3, [False + 0, 0, 0]]}  # within 5 points
+    check_slips(rough, measured)
+    assert "✅ Exercise 1.5 (one slip, two scores)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("predicted, measured, match", [
+    # an insertion taken for a substitution: one character lost
+    (dict(RIGHT_PREDICTION, inserted=(31 / 32, [0, 1, 1])), None,
+     r"predicted character score of 'inserted' is 0.969, off by \+0.656"),
+    # a dropped `;` taken for a harmless slip: the later dates "still right"
+    (dict(RIGHT_PREDICTION, **{"no separator": (10 / 32, [0, 1, 1])}), None,
+     r"predicted date scores of 'no separator' are wrong for the second and third date"),
+    # measured with the output and the target swapped: another denominator
+    (RIGHT_PREDICTION, {name: (char_accuracy([SLIP_TARGET], [output]),
+                               date_exact_match([output], [SLIP_TARGET]))
+                        for name, output in SLIPS.items()},
+     r"measured character score of 'inserted' is 0.303, off by -0.009"),
+    # counted how many dates are right instead of which
+    (RIGHT_PREDICTION, {name: (c, [sum(d), 0, 0]) for name, (c, d) in measure().items()},
+     r"measured date scores of 'substituted' are wrong for the first, second and third date"),
 ])
-def test_1_5_names_what_is_wrong(answer, match):
+def test_1_5_names_what_is_off(predicted, measured, match):
     with pytest.raises(CheckFailed, match=match):
-        check_bits_for_three_dates(answer)
+        check_slips(predicted, measured if measured is not None else measure())
+
+
+@pytest.mark.parametrize("predicted, match", [
+    (..., r"replace the \.\.\. in your prediction"),
+    ({"substituted": (0.97, [0, 1, 1])}, r"must be a dict with the keys"),
+    (dict(RIGHT_PREDICTION, inserted=(0.3, [0, 1])), r"list of three numbers"),
+    (dict(RIGHT_PREDICTION, inserted=("30%", [0, 1, 1])), r"must be a number"),
+])
+def test_1_5_a_prediction_must_be_written_down_in_form(predicted, match):
+    with pytest.raises(CheckFailed, match=match):
+        check_slips_recorded(predicted)
+
+
+# Exercise 1.6: bits to tell dates apart
+
+
+@pytest.mark.parametrize("student", [
+    lambda n, d: math.ceil(n * math.log2(d)),
+    lambda n, d: (d ** n - 1).bit_length(),
+    lambda n, d: next(b for b in range(200) if 2 ** b >= d ** n),
+    lambda n, d: int(np.int64(math.ceil(math.log2(d ** n)))),
+])
+def test_1_6_accepts_right_answers_written_differently(student, capsys):
+    check_bits_to_tell_apart(student)
+    assert "✅ Exercise 1.6" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("student, match", [
+    # rounds up once per date: 3 * 16 = 48
+    (lambda n, d: n * math.ceil(math.log2(d)),
+     r"bits_to_tell_apart\(3, 36525\) gives 48, but 36,525 \*\* 3 values need 46 bits \(\+2\)"),
+    # rounds to the nearest
+    (lambda n, d: round(n * math.log2(d)), r"bits_to_tell_apart\(3, 36525\) gives 45"),
+    # one bit per power of two too many: floor + 1
+    (lambda n, d: math.floor(n * math.log2(d)) + 1,
+     r"bits_to_tell_apart\(1, 1\) gives 1, but 1 \*\* 1 values need 0 bits"),
+    # a float
+    (lambda n, d: float(math.ceil(n * math.log2(d))), r"returned 46.0; return a whole number"),
+    # forgets that the order of the dates matters (combinations, not sequences)
+    (lambda n, d: (math.comb(d + n - 1, n) - 1).bit_length(),
+     r"bits_to_tell_apart\(3, 36525\) gives 43"),
+])
+def test_1_6_names_what_is_wrong(student, match):
+    fails(check_bits_to_tell_apart, student, match)

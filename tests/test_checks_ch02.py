@@ -1,17 +1,21 @@
 """A mutation test of chapter 2's checks: realistic wrong answers fail with the verdict
 that names what is wrong, and right answers written differently pass (DESIGN section 4)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
+from attnbook.attention import masked_softmax
 from attnbook.checks import CheckFailed
 from attnbook.checks.ch02 import (
     check_additive_score,
     check_bahdanau_step,
-    check_context_vector,
+    check_context_from_scores,
     check_ideal_alignment,
     check_masked_softmax,
+    check_weight_limits,
 )
 from attnbook.seq2seq import attend
 
@@ -281,39 +285,55 @@ def test_2_2_every_mask_form_and_shape_is_tested():
     assert sum(empty_rows) >= 4
 
 
-# Exercise 2.3: context_vector
+# Exercise 2.3: context from scores (debug)
 
 
-@pytest.mark.parametrize("student", [
-    lambda weights, values: torch.einsum("bs,bsd->bd", weights, values),
-    lambda weights, values: (weights[:, None, :] @ values)[:, 0],
-    lambda weights, values: torch.stack([w @ v for w, v in zip(weights, values)]),
-    attend,
-])
-def test_2_3_accepts_right_answers_written_differently(student, capsys):
-    check_context_vector(student)
-    assert "✅ Exercise 2.3" in capsys.readouterr().out
-
-
-def context_renormalised(weights, values):
-    weights = weights / weights.sum(dim=1, keepdim=True)
+def context_as_given(scores, mask, values):  # the exercise's buggy function
+    weights = torch.softmax(scores.masked_fill(~mask, NEG_INF), dim=0)
     return (weights[:, :, None] * values).sum(dim=1)
 
 
-def context_unsqueezes_in_place(weights, values):
-    return (weights.unsqueeze_(-1) * values).sum(dim=1)
+@pytest.mark.parametrize("student", [
+    lambda s, m, v: attend(masked_softmax(s, m), v),
+    lambda s, m, v: torch.einsum("bs,bsd->bd", torch.softmax(s.masked_fill(~m, NEG_INF), 1), v),
+    lambda s, m, v: torch.stack([torch.softmax(r[k], 0) @ x[k] for r, k, x in zip(s, m, v)]),
+])
+def test_2_3_accepts_right_answers_written_differently(student, capsys):
+    check_context_from_scores(student)
+    assert "✅ Exercise 2.3" in capsys.readouterr().out
+
+
+def context_masks_after_softmax(scores, mask, values):
+    weights = torch.softmax(scores, dim=-1) * mask  # padding removed, not renormalised
+    return (weights[:, :, None] * values).sum(dim=1)
+
+
+def context_forgets_the_mask(scores, mask, values):
+    return (torch.softmax(scores, dim=-1)[:, :, None] * values).sum(dim=1)
+
+
+def context_fills_in_place(scores, mask, values):
+    scores.masked_fill_(~mask, NEG_INF)
+    return (torch.softmax(scores, dim=-1)[:, :, None] * values).sum(dim=1)
+
+
+def context_mean_over_positions(scores, mask, values):
+    weights = torch.softmax(scores.masked_fill(~mask, NEG_INF), dim=-1)
+    return (weights[:, :, None] * values).mean(dim=1)
 
 
 @pytest.mark.parametrize("student, match", [
-    (lambda weights, values: (weights[:, :, None] * values).mean(dim=1), r"values are wrong"),
-    (lambda weights, values: torch.bmm(weights[:, None], values).squeeze(),
-     r"on test 1 of 6.*wrong shape: expected \(1, 1\), got \(\)"),
-    (lambda weights, values: weights @ values, r"on test 1 of 6.*wrong shape: expected \(1, 1\)"),
-    (context_renormalised, r"on test 3 of 6.*the result contains NaN"),
-    (context_unsqueezes_in_place, r"changed its `weights` in place"),
+    (context_as_given, r"a batch of one with two padded positions .*: the result contains NaN"),
+    (lambda s, m, v: context_as_given(s[:, None].expand(-1, 2, -1)[:, 0], m, v)
+     if s.shape[0] > 1 else attend(masked_softmax(s, m), v),  # only right for B = 1
+     r"3 rows, 3 positions, 3 features, no padding .*values are wrong"),
+    (context_masks_after_softmax, r"a batch of one with two padded positions .*values are wrong"),
+    (context_forgets_the_mask, r"a batch of one with two padded positions .*values are wrong"),
+    (context_fills_in_place, r"changed its `scores` in place"),
+    (context_mean_over_positions, r"values are wrong"),
 ])
 def test_2_3_names_what_is_wrong(student, match):
-    fails(check_context_vector, student, match)
+    fails(check_context_from_scores, student, match)
 
 
 # Exercise 2.4: bahdanau_step
@@ -406,3 +426,50 @@ def test_2_5_accepts_right_answers_written_differently(answer, capsys):
 def test_2_5_names_what_is_wrong(answer, match):
     with pytest.raises(CheckFailed, match=match):
         check_ideal_alignment(answer)
+
+
+# Exercise 2.6: weight limits
+
+
+def limits_in_python(v, n_positions):
+    spread = math.exp(2 * sum(abs(x) for x in v.tolist()))
+    return 1 / (1 + (n_positions - 1) * spread), 1 - (n_positions - 1) / (spread + n_positions - 1)
+
+
+def limits_as_tensors(v, n_positions):  # float32, 0-d tensors
+    gap = 2 * v.abs().sum()
+    return (torch.sigmoid(-gap - math.log(max(n_positions - 1, 1e-30))),
+            torch.sigmoid(gap - math.log(max(n_positions - 1, 1e-30))))
+
+
+@pytest.mark.parametrize("student", [limits_in_python, limits_as_tensors,
+                                     lambda v, n: np.array(limits_in_python(v, n))])
+def test_2_6_accepts_right_answers_written_differently(student, capsys):
+    check_weight_limits(student)
+    assert "✅ Exercise 2.6" in capsys.readouterr().out
+
+
+def limits(v, n_positions, norm=lambda v: v.abs().sum(), factor=2, others=None):
+    spread = math.exp(factor * float(norm(v)))
+    k = n_positions - 1 if others is None else others(n_positions)
+    return 1 / (1 + k * spread), spread / (spread + k)
+
+
+@pytest.mark.parametrize("student, match", [
+    # the L2 norm: the tanh's are bounded one by one, not as a vector
+    (lambda v, n: limits(v, n, norm=torch.linalg.vector_norm),
+     r"v=\[1.0, -2.0, 0.5\], n_positions=10\): the smallest weight should be 0.00010131"),
+    # sum(v) without the absolute values
+    (lambda v, n: limits(v, n, norm=torch.sum), r"v=\[1.0, -2.0, 0.5\].*the smallest weight"),
+    # the range of one score, not of a difference of two: no factor 2
+    (lambda v, n: limits(v, n, factor=1), r"v=\[1.5\], n_positions=2\): the smallest weight"),
+    # S others instead of S - 1
+    (lambda v, n: limits(v, n, others=lambda n: n),
+     r"v=\[0.0, 0.0, 0.0\], n_positions=5\): the smallest weight should be 0.2, got 0.166667"),
+    # (largest, smallest) swapped
+    (lambda v, n: limits(v, n)[::-1], r"v=\[1.5\], n_positions=2\): the smallest weight"),
+    # one number, not a pair
+    (lambda v, n: limits(v, n)[0], r"must return a pair \(smallest, largest\), got a float"),
+])
+def test_2_6_names_what_is_wrong(student, match):
+    fails(check_weight_limits, student, match)

@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from attnbook.attention import gaussian_window, local_window, masked_softmax
+from attnbook.attention import gaussian_window, local_attention_weights, local_window, masked_softmax
 from attnbook.checks import CheckFailed
 from attnbook.checks.ch03 import (
-    check_concat_score,
-    check_cost_per_step,
-    check_dot_score,
+    check_general_costs,
     check_general_score,
+    check_local_p_mass,
+    check_local_p_mass_recorded,
     check_local_p_weights,
+    check_local_window,
+    local_p_mass,
 )
 
 
@@ -25,47 +27,16 @@ def fails(check, student, match):
     return str(failure.value)
 
 
-# Exercise 3.1: dot_score
-
-
-@pytest.mark.parametrize("student", [
-    lambda query, keys: torch.einsum("bd,bsd->bs", query, keys),
-    lambda query, keys: torch.bmm(keys, query[:, :, None])[:, :, 0],
-    lambda query, keys: torch.linalg.vecdot(keys, query[:, None, :]),
-])
-def test_3_1_accepts_right_answers_written_differently(student, capsys):
-    check_dot_score(student)
-    assert "✅ Exercise 3.1" in capsys.readouterr().out
-
-
-def dot_unsqueezes_in_place(query, keys):
-    return (keys * query.unsqueeze_(1)).sum(dim=-1)
-
-
-@pytest.mark.parametrize("student, match", [
-    (lambda query, keys: keys @ query.T, r"on test 1 of 6.*wrong shape: expected \(1, 1\), got \(1, 1, 1\)"),
-    (lambda query, keys: torch.bmm(keys, query[:, :, None]).squeeze(),
-     r"on test 1 of 6.*wrong shape: expected \(1, 1\), got \(\)"),
-    (lambda query, keys: (keys * query[:, None]).sum(-1) / math.sqrt(query.shape[1]),
-     r"on test 2 of 6.*values are wrong"),
-    (lambda query, keys: (keys * query).sum(-1), r"on test 3 of 6, with inputs \(shape \(3, 2\), "
-                                                 r"shape \(3, 3, 2\)\): \d+ of 9 values are wrong"),
-    (dot_unsqueezes_in_place, r"changed its `query` in place"),
-])
-def test_3_1_names_what_is_wrong(student, match):
-    fails(check_dot_score, student, match)
-
-
-# Exercise 3.2: general_score
+# Exercise 3.1: general_score
 
 
 @pytest.mark.parametrize("student", [
     lambda query, keys, W: ((query @ W)[:, None, :] * keys).sum(-1),  # (q^T W) k
     lambda query, keys, W: torch.einsum("bq,qk,bsk->bs", query, W, keys),
 ])
-def test_3_2_accepts_right_answers_written_differently(student, capsys):
+def test_3_1_accepts_right_answers_written_differently(student, capsys):
     check_general_score(student)
-    assert "✅ Exercise 3.2" in capsys.readouterr().out
+    assert "✅ Exercise 3.1" in capsys.readouterr().out
 
 
 def general_transposes_in_place(query, keys, W):
@@ -81,11 +52,11 @@ def general_transposes_in_place(query, keys, W):
      r"on test 1 of 5.*wrong shape: expected \(1, 1\), got \(\)"),
     (general_transposes_in_place, r"changed its `W` in place"),
 ])
-def test_3_2_names_what_is_wrong(student, match):
+def test_3_1_names_what_is_wrong(student, match):
     fails(check_general_score, student, match)
 
 
-def test_3_2_w_transposed_with_equal_sizes_gives_wrong_values():
+def test_3_1_w_transposed_with_equal_sizes_gives_wrong_values():
     def transposed_when_square(query, keys, W):
         if W.shape[0] != W.shape[1]:
             return ((keys @ W.T) * query[:, None]).sum(-1)
@@ -94,55 +65,7 @@ def test_3_2_w_transposed_with_equal_sizes_gives_wrong_values():
     fails(check_general_score, transposed_when_square, r"on test 2 of 5.*values are wrong")
 
 
-# Exercise 3.3: concat_score
-
-
-def concat_split_weights(query, keys, W, b, v):
-    Dq = query.shape[1]
-    hidden = torch.tanh((query @ W[:, :Dq].T + b)[:, None, :] + keys @ W[:, Dq:].T)
-    return hidden @ v
-
-
-def concat_einsum(query, keys, W, b, v):
-    pairs = torch.cat([query[:, None, :].repeat(1, keys.shape[1], 1), keys], dim=-1)
-    return torch.einsum("bsa,a->bs", torch.tanh(torch.einsum("bsd,ad->bsa", pairs, W) + b), v)
-
-
-@pytest.mark.parametrize("student", [concat_split_weights, concat_einsum])
-def test_3_3_accepts_right_answers_written_differently(student, capsys):
-    check_concat_score(student)
-    assert "✅ Exercise 3.3" in capsys.readouterr().out
-
-
-def concat(query, keys, W, b, v, order="qk", bias="inside"):
-    copies = query[:, None, :].expand(-1, keys.shape[1], -1)
-    pairs = torch.cat([copies, keys] if order == "qk" else [keys, copies], dim=-1)
-    if bias == "inside":
-        return torch.tanh(pairs @ W.T + b) @ v
-    if bias == "outside":
-        return (torch.tanh(pairs @ W.T) + b) @ v
-    return torch.tanh(pairs @ W.T) @ v
-
-
-def concat_unsqueezes_in_place(query, keys, W, b, v):
-    pairs = torch.cat([query.unsqueeze_(1).expand(-1, keys.shape[1], -1), keys], dim=-1)
-    return torch.tanh(pairs @ W.T + b) @ v
-
-
-@pytest.mark.parametrize("student, match", [
-    (lambda *args: concat(*args, order="kq"), r"on test 1 of 5.*values are wrong"),
-    (lambda *args: concat(*args, bias="none"), r"on test 1 of 5.*values are wrong"),
-    (lambda *args: concat(*args, bias="outside"), r"on test 1 of 5.*values are wrong"),
-    (lambda *args: (torch.tanh(torch.cat([args[0][:, None].expand(-1, args[1].shape[1], -1), args[1]],
-                                         -1) @ args[2].T + args[3]) @ args[4][:, None]).squeeze(),
-     r"on test 1 of 5.*wrong shape: expected \(1, 1\), got \(\)"),
-    (concat_unsqueezes_in_place, r"changed its `query` in place"),
-])
-def test_3_3_names_what_is_wrong(student, match):
-    fails(check_concat_score, student, match)
-
-
-# Exercise 3.4: local_p_weights
+# Exercise 3.3: local_p_weights
 
 
 def local_with_helpers(scores, centers, mask, half_width):
@@ -173,7 +96,7 @@ def local_fills_minus_1e9(scores, centers, mask, half_width):
 
 
 @pytest.mark.parametrize("student", [local_with_helpers, local_loop, local_fills_minus_1e9])
-def test_3_4_accepts_right_answers_written_differently(student, capsys):
+def test_3_3_accepts_right_answers_written_differently(student, capsys):
     check_local_p_weights(student)
     assert "gradients with respect to the scores and the centres are right too" in capsys.readouterr().out
 
@@ -223,31 +146,138 @@ def local_rounds_centers_in_place(scores, centers, mask, half_width):
     (lambda *a: local(*a, centre_of_bump=lambda c: torch.tensor(c.tolist())),
      r"past both ends.*the gradient with respect to argument 2 is wrong"),
 ])
-def test_3_4_names_what_is_wrong(student, match):
+def test_3_3_names_what_is_wrong(student, match):
     fails(check_local_p_weights, student, match)
 
 
-# Exercise 3.5: the cost of a step
+# Exercise 3.2: the general score's two orders
 
 
-@pytest.mark.parametrize("precomputed, from_scratch", [
-    (80 * 128, 80 * 128 * (128 + 1)),
-    (np.int64(80) * 128, 80 * 128 * 128 + 80 * 128),
+def keys_first(S, T, d_q, d_k):
+    return S * d_q * d_k + T * S * d_q
+
+
+def query_first(S, T, d_q, d_k):
+    return T * (d_q * d_k + S * d_k)
+
+
+def test_3_2_accepts_right_answers_written_differently(capsys):
+    check_general_costs(lambda S, T, d_q, d_k: S * d_q * (d_k + T),
+                        lambda S, T, d_q, d_k: int(np.int64(T) * d_k * (d_q + S)))
+    assert "✅ Exercise 3.2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("keys, query, match", [
+    # keys first, but W k recomputed at every step (the chapter's "from scratch")
+    (lambda S, T, d_q, d_k: T * (S * d_q * d_k + S * d_q), query_first,
+     r"cost_keys_first\(S=80, T=30, d_q=128, d_k=128\) gives 39,628,800, but that order "
+     r"costs 1,617,920 multiply-adds \(38,010,880 more\)"),
+    # query first without the T: q^T W counted once for the whole output
+    (keys_first, lambda S, T, d_q, d_k: d_q * d_k + T * S * d_k,
+     r"cost_query_first\(S=80, T=30, d_q=128, d_k=128\) gives .* fewer"),
+    # d_q and d_k swapped in the dot products of the keys-first order
+    (lambda S, T, d_q, d_k: S * d_q * d_k + T * S * d_k, query_first,
+     r"cost_keys_first\(S=80, T=30, d_q=128, d_k=256\)"),
+    # per step, not per output
+    (lambda S, T, d_q, d_k: S * d_q * d_k + S * d_q, query_first,
+     r"cost_keys_first\(S=80, T=30"),
+    # a float
+    (lambda S, T, d_q, d_k: float(keys_first(S, T, d_q, d_k)), query_first,
+     r"returned 1617920.0; return a whole number"),
 ])
-def test_3_5_accepts_right_answers_written_differently(precomputed, from_scratch, capsys):
-    check_cost_per_step(precomputed, from_scratch)
-    assert capsys.readouterr().out.count("✅ Exercise 3.5") == 2
-
-
-@pytest.mark.parametrize("precomputed, from_scratch, match", [
-    (80 * 128, 80 * 128 * 128, r"from scratch\): 1310720 is not right\. W k costs d \* d"),
-    (80 * 128, 128 * 128 + 80 * 128, r"from scratch\): 26624 is not right"),  # q^T W first
-    (80 * 128 * 128, 80 * 128 * 128 + 80 * 128, r"precomputed\): 1310720 is not right"),
-    (80 * 128 / 1, 80 * 128 * 129, r"precomputed\): the answer must be a whole number \(an int\), "
-                                   r"got a float \(10240.0\)"),
-    (torch.tensor(80) * 128, 80 * 128 * 129, r"whole number.*got a tensor of shape \(\)"),
-    (..., ..., r"replace the \.\.\. with your answer"),
-])
-def test_3_5_names_what_is_wrong(precomputed, from_scratch, match):
+def test_3_2_names_what_is_wrong(keys, query, match):
     with pytest.raises(CheckFailed, match=match):
-        check_cost_per_step(precomputed, from_scratch)
+        check_general_costs(keys, query)
+
+
+# Exercise 3.4: local_window (debug)
+
+
+def window_as_given(centers, length, half_width):  # the exercise's buggy function
+    positions = torch.arange(length)
+    start = centers.long() - half_width
+    end = start + 2 * half_width
+    return (positions[None, :] >= start[:, None]) & (positions[None, :] <= end[:, None])
+
+
+@pytest.mark.parametrize("student", [
+    local_window,
+    lambda c, n, w: (torch.arange(n)[None] - torch.floor(c + 0.5)[:, None]).abs() <= w,
+    lambda c, n, w: torch.stack([torch.tensor([abs(s - round(p)) <= w for s in range(n)])
+                                 for p in c.tolist()]),
+])
+def test_3_4_accepts_right_answers_written_differently(student, capsys):
+    check_local_window(student)
+    assert "✅ Exercise 3.4" in capsys.readouterr().out
+
+
+def window_rounds_in_place(centers, length, half_width):
+    centers.round_()
+    return (torch.arange(length)[None] - centers[:, None]).abs() <= half_width
+
+
+@pytest.mark.parametrize("student, match", [
+    (window_as_given, r"centres with fractions above and below one half .*5 of 48 values are "
+                      r"wrong; the first is at index \(0, 1\): expected False, got True"),
+    # the off-by-one: < instead of <=, a window of 2w - 1 positions
+    (lambda c, n, w: (torch.arange(n)[None] - c.round()[:, None]).abs() < w,
+     r"centres with fractions above and below one half .*values are wrong"),
+    # around the unrounded centre
+    (lambda c, n, w: (torch.arange(n)[None] - c[:, None]).abs() <= w,
+     r"centres with fractions above and below one half .*values are wrong"),
+    # ceil instead of round: right for 3.7, wrong for 3.2
+    (lambda c, n, w: (torch.arange(n)[None] - c.ceil()[:, None]).abs() <= w,
+     r"values are wrong"),
+    # a float mask
+    (lambda c, n, w: ((torch.arange(n)[None] - c.round()[:, None]).abs() <= w).float(),
+     r"return a boolean mask"),
+    (window_rounds_in_place, r"changed its `centers` in place"),
+])
+def test_3_4_names_what_is_wrong(student, match):
+    fails(check_local_window, student, match)
+
+
+# Exercise 3.5: how much weight local-p keeps
+
+
+def measure_mass():
+    scores, mask = torch.zeros(1, 60), torch.ones(1, 60, dtype=torch.bool)
+    return {w: local_attention_weights(scores, torch.tensor([30.0]), mask, w, gaussian=True).sum()
+            for w in (2, 16)}
+
+
+def test_3_5_passes_an_estimate_and_a_measurement_as_tensors(capsys):
+    integral = 0.5 * math.sqrt(math.pi / 2) * math.erf(math.sqrt(2))  # w -> infinity
+    estimate = {2: (1 + 2 * math.exp(-0.5) + 2 * math.exp(-2)) / 5, 16: integral}
+    check_local_p_mass_recorded(estimate)
+    check_local_p_mass(estimate, measure_mass())  # 0-d tensors
+    out = capsys.readouterr().out
+    assert "✅ Exercise 3.5 (prediction)" in out and "✅ Exercise 3.5 (how much" in out
+
+
+@pytest.mark.parametrize("predicted, measured, match", [
+    # "a softmax sums to one": the Gaussian forgotten
+    ({2: 1.0, 16: 1.0}, None, r"the predicted sum for w = 2 is 1, off by \+0.503; "
+                              r"the predicted sum for w = 16 is 1, off by \+0.416"),
+    # sigma = w instead of w / 2
+    ({w: sum(math.exp(-k * k / (2 * w * w)) for k in range(-w, w + 1)) / (2 * w + 1)
+      for w in (2, 16)}, None, r"the predicted sum for w = 2 is 0.7956, off by \+0.299"),
+    # measured without the Gaussian
+    ({2: 0.5, 16: 0.59}, {w: 1.0 for w in (2, 16)}, r"the measured sum for w = 2 is 1"),
+    # measured at w = 8 for both
+    ({2: 0.5, 16: 0.59}, {w: local_p_mass(8) for w in (2, 16)},
+     r"the measured sum for w = 2 is 0.5\d*, off by \+0.0"),
+])
+def test_3_5_names_what_is_off(predicted, measured, match):
+    with pytest.raises(CheckFailed, match=match):
+        check_local_p_mass(predicted, measured if measured is not None else measure_mass())
+
+
+@pytest.mark.parametrize("predicted, match", [
+    (..., r"replace the \.\.\. in your prediction"),
+    ({2: 0.5}, r"must be a dict with the keys \[2, 16\]"),
+    ({2: 0.5, 16: "0.6"}, r"prediction\[16\] must be a number"),
+])
+def test_3_5_a_prediction_must_be_written_down_in_form(predicted, match):
+    with pytest.raises(CheckFailed, match=match):
+        check_local_p_mass_recorded(predicted)

@@ -9,6 +9,7 @@ otherwise; the caller's tensors and lists must be unchanged after the call.
 
 from __future__ import annotations
 
+import numbers
 import random
 
 import torch
@@ -16,7 +17,6 @@ import torch
 from attnbook.checks.core import (
     CheckFailed,
     call_student,
-    check_answer,
     compare_gradients,
     compare_with_reference,
     in_turn,
@@ -25,7 +25,7 @@ from attnbook.checks.core import (
 )
 from attnbook.data import Example, date_vocabs, make_batch, random_example
 from attnbook.seq2seq import bottleneck_model, greedy_decode, last_real_state
-from attnbook.train import accuracy_by_length, sequence_loss
+from attnbook.train import accuracy_by_length, char_accuracy, date_exact_match, sequence_loss
 
 # Exercise 1.1
 
@@ -212,15 +212,145 @@ def check_accuracy_by_length(student_fn) -> None:
 
 # Exercise 1.5
 
-BITS_FOR_THREE_DATES = 46  # ceil(3 * log2(36525)) = ceil(45.47)
+SLIP_TARGET = "2004-06-03;1957-04-07;2022-08-28"
+SLIPS = {"substituted": "2004-06-08;1957-04-07;2022-08-28",  # one digit wrong
+         "inserted": "2004-06-003;1957-04-07;2022-08-28",  # one digit too many
+         "no separator": "2004-06-031957-04-07;2022-08-28"}  # the first `;` dropped
+PREDICTION_TOLERANCE = 0.05  # a predicted character score may be off by 5 points
 
 
-def check_bits_for_three_dates(answer) -> None:
-    """Exercise 1.5: the whole number of bits that tells three dates apart (an int)."""
-    check_answer(answer, BITS_FOR_THREE_DATES, "Exercise 1.5 (bits for three dates)",
-                 hint="Each date is one of 36,525 values: log2(36525) bits each, three times, "
-                      "rounded up.")
+def _slip_truth() -> dict[str, tuple[float, list[float]]]:
+    return {name: (char_accuracy([output], [SLIP_TARGET]),
+                   date_exact_match([output], [SLIP_TARGET]))
+            for name, output in SLIPS.items()}
+
+
+def _as_number(value):
+    """A Python number from an int, a float, a NumPy scalar or a 0-d tensor, else None."""
+    if torch.is_tensor(value):
+        value = value.item() if value.numel() == 1 else None
+    elif hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
+def _read_slips(answer, label: str, name: str) -> dict[str, tuple[float, list[float]]]:
+    """{output: (character score, [three date scores])} from the student's dict, or a
+    one-line verdict saying what is missing or malformed."""
+    if answer is ...:
+        raise CheckFailed(f"{name}: replace the ... in your {label} with a dict")
+    if not isinstance(answer, dict) or set(answer) != set(SLIPS):
+        raise CheckFailed(f"{name}: your {label} must be a dict with the keys "
+                          f"{sorted(SLIPS)} and nothing else, got {_short(answer)}")
+    read = {}
+    for key in SLIPS:
+        entry = answer[key]
+        if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+            raise CheckFailed(f"{name}: {label}[{key!r}] must be a pair (character score, "
+                              f"[three date scores]), got {_short(entry)}")
+        characters, dates = _as_number(entry[0]), entry[1]
+        if characters is None:
+            raise CheckFailed(f"{name}: the character score in {label}[{key!r}] must be "
+                              f"a number, got {_short(entry[0])}")
+        if not isinstance(dates, (tuple, list)) or len(dates) != 3 or any(
+                _as_number(d) is None for d in dates):
+            raise CheckFailed(f"{name}: the date scores in {label}[{key!r}] must be a list "
+                              f"of three numbers (first, second, third date), got "
+                              f"{_short(dates)}")
+        read[key] = (characters, [_as_number(d) for d in dates])
+    return read
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 50 else text[:47] + "..."
+
+
+def check_slips_recorded(predicted) -> None:
+    """Exercise 1.5, first step: a prediction of the right form is written down. Says
+    nothing about whether it is right: that comes after the measurement."""
+    name = "Exercise 1.5 (prediction)"
+    _read_slips(predicted, "prediction", name)
+    print(f"✅ {name}: recorded for all {len(SLIPS)} outputs. Now measure.")
+
+
+def check_slips(predicted, measured) -> None:
+    """Exercise 1.5: `char_accuracy` and `date_exact_match` of three outputs with one
+    slip each (SLIPS) against SLIP_TARGET.
+
+    A predicted character score may be off by PREDICTION_TOLERANCE (5 points: the
+    coincidences after a shift are not the point); a measured one must match within
+    1e-9. Date scores, predicted or measured, must be exact (each is 0 or 1). Every
+    number that is off is named, with the amount.
+    """
+    name = "Exercise 1.5 (one slip, two scores)"
+    answers = {"prediction": _read_slips(predicted, "prediction", name),
+               "measurement": _read_slips(measured, "measurement", name)}
+    problems = []
+    for label, tolerance in (("prediction", PREDICTION_TOLERANCE), ("measurement", 1e-9)):
+        adjective = "predicted" if label == "prediction" else "measured"
+        for key, (true_chars, true_dates) in _slip_truth().items():
+            characters, dates = answers[label][key]
+            if abs(characters - true_chars) > tolerance:
+                problems.append(f"the {adjective} character score of {key!r} is "
+                                f"{characters:.3g}, off by {characters - true_chars:+.3f}")
+            if dates != true_dates:
+                wrong = [k + 1 for k in range(3) if dates[k] != true_dates[k]]
+                words = [("first", "second", "third")[k - 1] for k in wrong]
+                places = " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1
+                                      else words)
+                problems.append(f"the {adjective} date scores of {key!r} are wrong for "
+                                f"the {places} date")
+    if problems:
+        raise CheckFailed(f"{name}: " + "; ".join(problems))
+    truth = _slip_truth()
+    print(f"✅ {name}: prediction and measurement both right (one wrong digit costs "
+          f"{1 - truth['substituted'][0]:.0%} of the characters, one extra digit "
+          f"{1 - truth['inserted'][0]:.0%}).")
+
+
+# Exercise 1.6
+
+DAYS_1950_TO_2049 = 36_525
+# (n_dates, n_days): the chapter's dates, one date, no choice at all (0 bits), powers of
+# two (exact: 3 dates of 1,024 days need 30 bits, one more day needs 31), few days,
+# weeks, and five dates (per-date rounding then differs by 2).
+BITS_CASES = [(3, 36_525), (1, 36_525), (1, 1), (4, 1), (3, 1_024), (3, 1_025),
+              (1, 2), (2, 3), (5, 36_525), (2, 7), (6, 10), (4, 365), (2, 100_000)]
+
+
+def reference_bits(n_dates: int, n_days: int) -> int:
+    """The smallest whole b with 2**b >= n_days**n_dates, in exact integer arithmetic."""
+    return (n_days ** n_dates - 1).bit_length()
+
+
+def check_bits_to_tell_apart(student_fn) -> None:
+    """Exercise 1.6: the whole number of bits that tells any `n_dates` dates apart, each
+    one of `n_days` days. Exact, and an int (not a float or a tensor); fixed cases
+    (BITS_CASES) where rounding each date up, or rounding down, or counting in another
+    base gives another number, then random ones."""
+    name = "Exercise 1.6 (bits to tell dates apart)"
+    generator = torch.Generator().manual_seed(1234)
+    cases = list(BITS_CASES) + [(random_size(generator, 1, 6),
+                                 random_size(generator, 2, 50_000)) for _ in range(20)]
+    for n_dates, n_days in cases:
+        case = f"bits_to_tell_apart({n_dates}, {n_days})"
+        got = call_student(student_fn, (n_dates, n_days), name, case=case)
+        if isinstance(got, bool) or not isinstance(got, numbers.Integral):
+            raise CheckFailed(f"{name}: {case} returned {_short(got)}; return a whole "
+                              "number (an int)")
+        expected = reference_bits(n_dates, n_days)
+        if got != expected:
+            raise CheckFailed(f"{name}: {case} gives {got}, but {n_days:,} ** {n_dates} "
+                              f"values need {expected} bits ({got - expected:+d})")
+    print(f"✅ {name}: right in all {len(cases)} cases.")
 
 
 __all__ = ["check_last_real_state", "check_sequence_loss", "check_greedy_decode",
-           "check_accuracy_by_length", "check_bits_for_three_dates"]
+           "check_accuracy_by_length", "check_slips_recorded", "check_slips",
+           "check_bits_to_tell_apart", "reference_bits", "SLIPS", "SLIP_TARGET"]

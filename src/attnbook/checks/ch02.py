@@ -9,6 +9,7 @@ unchanged after the call.
 
 from __future__ import annotations
 
+import math
 import numbers
 import random
 
@@ -17,6 +18,8 @@ import torch
 from attnbook.attention import AdditiveScore, masked_softmax, padding_mask
 from attnbook.checks.core import (
     CheckFailed,
+    _describe,
+    call_student,
     check_answer,
     compare_cases,
     compare_gradients,
@@ -195,30 +198,50 @@ def _times_100(function):
 # Exercise 2.3
 
 
-def _weights_and_values(B=None, S=None, D=None):
-    def make(generator: torch.Generator):
-        b, s, d = _shape(generator, (B, S, D), ((2, 4), (1, 7), (1, 6)))
-        mask = padding_mask(torch.randint(1, s + 1, (b,), generator=generator), s)
-        if b > 1:
-            mask[-1] = False  # a fully masked row: all-zero weights, a zero context
-        weights = masked_softmax(torch.randn(b, s, generator=generator), mask)
-        return weights, torch.randn(b, s, d, generator=generator)
-    return make
+def _scores_mask_values(generator: torch.Generator, B: int, S: int, D: int,
+                        lengths: list[int] | None = None):
+    """Scores, a boolean padding mask with at least one real position per row (the
+    decoder never meets an empty row) and values."""
+    if lengths is None:
+        lengths = torch.randint(1, S + 1, (B,), generator=generator).tolist()
+    mask = padding_mask(torch.tensor(lengths), S)
+    scores = 3 * torch.randn(B, S, generator=generator)
+    return scores, mask, torch.randn(B, S, D, generator=generator)
 
 
-def check_context_vector(student_fn) -> None:
-    """Exercise 2.3: the weighted sum of the encoder outputs.
+def reference_context_from_scores(scores, mask, values):
+    """The package's way: a masked softmax over the positions, then the weighted sum."""
+    return attend(masked_softmax(scores, mask), values)
 
-    Cases: a batch of one, one position, a feature size of one (a `.squeeze()` too
-    many fails), weights that are zero at padding and all zero in a fully masked row
-    (the context is then zero: renormalising the weights gives NaN), random sizes.
+
+def check_context_from_scores(student_fn) -> None:
+    """Exercise 2.3: the context vector from scores, a boolean padding mask (True at
+    real positions, at least one per row) and values, (B, S), (B, S), (B, S, D) -> (B, D).
+
+    Cases: a batch of one (a softmax over the batch gives weights of one, or NaN at
+    padding), as many rows as positions and features (a softmax over the wrong axis then
+    raises nothing), padding in every row but the first, no padding, one position, then
+    random sizes. Compared with atol 1e-5 + rtol 1e-4; the arguments must be unchanged.
     """
-    makers = [_weights_and_values(1, 1, 1), _weights_and_values(1, 4, 3),
-              _weights_and_values(3, 5, 1), _weights_and_values(4, 6, 4),
-              _weights_and_values(), _weights_and_values()]
-    compare_with_reference(student_fn, attend, in_turn(*makers),
-                           name="Exercise 2.3 (context_vector)", trials=len(makers),
-                           arg_names=("weights", "values"))
+    name = "Exercise 2.3 (context_from_scores)"
+    generator = torch.Generator().manual_seed(1234)
+    cases = [("a batch of one with two padded positions",
+              _scores_mask_values(generator, 1, 5, 3, [3])),
+             ("3 rows, 3 positions, 3 features, no padding",
+              _scores_mask_values(generator, 3, 3, 3, [3, 3, 3])),
+             ("3 rows, 3 positions, 3 features, with padding",
+              _scores_mask_values(generator, 3, 3, 3, [3, 1, 2])),
+             ("padding in every row but the first",
+              _scores_mask_values(generator, 4, 6, 2, [6, 2, 4, 1])),
+             ("one position", _scores_mask_values(generator, 2, 1, 4, [1, 1]))]
+    for _ in range(3):
+        B, S, D = (random_size(generator, 2, 5), random_size(generator, 2, 8),
+                   random_size(generator, 1, 6))
+        cases.append(("random sizes", _scores_mask_values(generator, B, S, D)))
+    cases = [(f"{description} (scores of shape {tuple(inputs[0].shape)}, values of shape "
+              f"{tuple(inputs[2].shape)})", inputs) for description, inputs in cases]
+    compare_cases(student_fn, reference_context_from_scores, cases, name=name,
+                  arg_names=("scores", "mask", "values"))
 
 
 # Exercise 2.4
@@ -305,5 +328,80 @@ def check_ideal_alignment(answer) -> None:
     print(f"✅ {name}: right.")
 
 
-__all__ = ["check_additive_score", "check_masked_softmax", "check_context_vector",
-           "check_bahdanau_step", "check_ideal_alignment"]
+# Exercise 2.6
+
+# (v, n_positions): v all zero (every weight is 1/S), one entry, negative entries (the
+# bound needs |v|, not v), S = 1 (one position gets everything) and S = 2, an L2 norm
+# that differs from the L1 norm, a sharp v with many positions, a wide v.
+WEIGHT_LIMIT_CASES = [([0.0, 0.0, 0.0], 5), ([1.5], 2), ([1.0, -2.0, 0.5], 10),
+                      ([0.3, 0.4], 1), ([0.25, 0.25, 0.25, 0.25], 80), ([-3.0, 2.0], 30),
+                      ([0.1] * 32, 80), ([2.5, -2.5, 1.0], 2)]
+
+
+def reference_weight_limits(v: torch.Tensor, n_positions: int) -> tuple[float, float]:
+    """(smallest, largest) weight an additive score with vector v can give one of
+    n_positions real positions: every score lies in (-|v|_1, |v|_1), because each tanh
+    lies in (-1, 1), whatever the query, keys, W_q, W_k and bias; the bounds are
+    approached, never reached."""
+    spread = math.exp(2 * float(v.double().abs().sum()))
+    others = n_positions - 1
+    return 1 / (1 + others * spread), spread / (spread + others)
+
+
+def check_weight_limits(student_fn) -> None:
+    """Exercise 2.6: the smallest and largest weight an additive score with vector `v`
+    can give one of `n_positions` positions, as a pair of numbers (Python floats, NumPy
+    numbers or 0-d tensors), each within a relative 1e-5 (float32 arithmetic passes).
+
+    Fixed cases (WEIGHT_LIMIT_CASES), then random vectors of 1 to 64 entries with
+    |v|_1 up to 10 and 1 to 100 positions; `v` must be left as it was.
+    """
+    name = "Exercise 2.6 (weight limits)"
+    generator = torch.Generator().manual_seed(1234)
+    cases = [(torch.tensor(v), n) for v, n in WEIGHT_LIMIT_CASES]
+    for _ in range(12):
+        size = random_size(generator, 1, 64)
+        v = torch.randn(size, generator=generator)
+        v = v * float(torch.rand(1, generator=generator)) * 10 / v.abs().sum()
+        cases.append((v, random_size(generator, 1, 100)))
+    for v, n_positions in cases:
+        shown = [round(x, 3) for x in v.tolist()[:4]] + (["..."] if len(v) > 4 else [])
+        case = f"weight_limits(v={shown}, n_positions={n_positions})"
+        before = v.clone()
+        got = call_student(student_fn, (v, n_positions), name, case=case)
+        if not torch.equal(before, v):
+            raise CheckFailed(f"{name}: {case} changed `v` in place; leave it as it was")
+        if (torch.is_tensor(got) or hasattr(got, "tolist")) and getattr(got, "shape", ()) == (2,):
+            got = list(got)  # a 1-D tensor or array of two numbers is a pair too
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            raise CheckFailed(f"{name}: {case} must return a pair (smallest, largest), "
+                              f"got {_describe(got)}")
+        for label, value, truth in zip(("smallest", "largest"), got,
+                                       reference_weight_limits(v, n_positions)):
+            number = _number(value)
+            if number is None:
+                raise CheckFailed(f"{name}: {case}: the {label} weight must be a number, "
+                                  f"got {_describe(value)}")
+            if not math.isclose(number, truth, rel_tol=1e-5, abs_tol=1e-300):
+                raise CheckFailed(f"{name}: {case}: the {label} weight should be "
+                                  f"{truth:.6g}, got {number:.6g}")
+    print(f"✅ {name}: right in all {len(cases)} cases.")
+
+
+def _number(value) -> float | None:
+    """A Python float from an int, a float, a NumPy scalar or a 0-d tensor, else None."""
+    if torch.is_tensor(value):
+        return float(value.item()) if value.numel() == 1 and value.dim() == 0 else None
+    if hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
+__all__ = ["check_additive_score", "check_masked_softmax", "check_context_from_scores",
+           "check_bahdanau_step", "check_ideal_alignment", "check_weight_limits",
+           "reference_context_from_scores", "reference_weight_limits"]
