@@ -5,122 +5,151 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from attnbook.attention import scaled_dot_product_attention
+from attnbook.attention import padding_mask, scaled_dot_product_attention
 from attnbook.checks.ch04 import (
-    check_causal_mask,
+    check_mask_prediction,
+    check_mask_prediction_recorded,
     check_masked_attention,
-    check_nadaraya_watson,
-    check_padding_mask,
+    check_padded_attention,
     check_softmax_with_temperature,
+    check_temperature_for,
 )
 from attnbook.checks.core import CheckFailed
 
-# --- 4.1 kernel regression ------------------------------------------------------------------
+# --- 4.1 the temperature for a given confidence ---------------------------------------------
 
 
-def nw_explicit_kernel(x_query, x_train, y_train, bandwidth):
-    kernel = torch.exp(-((x_query[:, None] - x_train[None, :]) ** 2) / (2 * bandwidth**2))
-    return (kernel * y_train).sum(-1) / kernel.sum(-1)
+def temperature_by_odds(delta, p, n):
+    """Correct, written differently: the top key's odds against each other key."""
+    return delta / (math.log(p / (1 - p)) + math.log(n - 1))
 
 
-def nw_loop(x_query, x_train, y_train, bandwidth):
-    out = []
-    for x in x_query.tolist():
-        weights = torch.softmax(-((x - x_train) ** 2) / (2 * bandwidth**2), dim=0)
-        out.append((weights * y_train).sum())
-    return torch.stack(out)
+def temperature_as_tensor(delta, p, n):
+    """Correct, as a 0-d tensor."""
+    return torch.tensor(delta) / torch.log(torch.tensor(p * (n - 1) / (1 - p)))
 
 
-def nw_ignores_bandwidth(x_query, x_train, y_train, bandwidth):
-    return nw_explicit_kernel(x_query, x_train, y_train, 1.0)
-
-
-def nw_softmax_over_queries(x_query, x_train, y_train, bandwidth):
-    scores = -((x_query[:, None] - x_train[None, :]) ** 2) / (2 * bandwidth**2)
-    return torch.softmax(scores, dim=0) @ y_train
-
-
-def nw_float32(x_query, x_train, y_train, bandwidth):
-    return nw_explicit_kernel(x_query.float(), x_train.float(), y_train.float(), bandwidth)
-
-
-def nw_in_place(x_query, x_train, y_train, bandwidth):
-    x_query -= 0  # harmless so far...
-    y_train -= y_train.mean()  # ...but this centres the caller's targets
-    return nw_explicit_kernel(x_query, x_train, y_train, bandwidth) + y_train.mean()
-
-
-@pytest.mark.parametrize("student", [nw_explicit_kernel, nw_loop])
+@pytest.mark.parametrize("student", [temperature_by_odds, temperature_as_tensor])
 def test_4_1_passes_correct_answers_written_differently(student, capsys):
-    check_nadaraya_watson(student)
+    check_temperature_for(student)
     assert "✅ Exercise 4.1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("student, verdict", [
-    (nw_ignores_bandwidth, "values are wrong"),
-    (nw_softmax_over_queries, "values are wrong"),
-    (nw_float32, "wrong dtype: expected torch.float64, got torch.float32"),
-    (nw_in_place, "changed its `y_train` in place"),
+    # the two-key formula: forgets that the n - 1 others share 1 - p
+    # (right for two keys; at p = 0.5 of five keys it divides by log 1 = 0)
+    (lambda d, p, n: d / math.log(p / (1 - p)),
+     r"temperature_for\(3, 0.5, 5\), your function raised ZeroDivisionError"),
+    (lambda d, p, n: d / math.log(p / (1 - p)) if p != 0.5 else 1.0,
+     r"temperature_for\(3, 0.5, 5\) gives 1, but the answer is 2.16404"),
+    # the temperature multiplies the scores instead of dividing them
+    (lambda d, p, n: math.log(p * (n - 1) / (1 - p)) / d,
+     r"temperature_for\(1, 0.75, 2\) gives 1.09861, .* top key gets weight"),
+    # log base 10
+    (lambda d, p, n: d / math.log10(p * (n - 1) / (1 - p)), "top key gets weight"),
+    # n keys all counted as rivals
+    (lambda d, p, n: d / math.log(p * n / (1 - p)), r"temperature_for\(1, 0.75, 2\)"),
+    (lambda d, p, n: [d], "return one number"),
 ])
 def test_4_1_rejects_wrong_answers(student, verdict):
     with pytest.raises(CheckFailed, match=verdict):
-        check_nadaraya_watson(student)
+        check_temperature_for(student)
 
 
-# --- 4.2 padding mask ----------------------------------------------------------------------
+# --- 4.2 how much may the queries see? ------------------------------------------------------
 
 
-def padding_mask_loop(lengths, max_len):
-    rows = [[position < length for position in range(max_len)] for length in lengths.tolist()]
-    return torch.tensor(rows, dtype=torch.bool).reshape(len(lengths), max_len)
+def test_4_2_records_any_whole_numbers(capsys):
+    check_mask_prediction_recorded(40, 3)  # wrong, but a prediction
+    assert "✅ Exercise 4.2 (prediction): recorded" in capsys.readouterr().out
+    for args, verdict in [((..., 3), "replace the ..."), ((40.0, 3), "whole number"),
+                          ((40, "3"), "whole number")]:
+        with pytest.raises(CheckFailed, match=verdict):
+            check_mask_prediction_recorded(*args)
 
 
-@pytest.mark.parametrize("student", [
-    padding_mask_loop,
-    lambda lengths, max_len: torch.arange(max_len).expand(len(lengths), -1) < lengths.unsqueeze(1),
-])
-def test_4_2_passes_correct_answers_written_differently(student, capsys):
-    check_padding_mask(student)
+def test_4_2_passes_right_numbers_as_tensors_and_numpy(capsys):
+    check_mask_prediction(29, 7, torch.tensor(29), np.int64(7))
     assert "✅ Exercise 4.2" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("student, verdict", [
-    # ignores max_len: only right when the longest sequence fills it (the old check's blind spot)
-    (lambda lengths, max_len: torch.arange(int(lengths.max()))[None] < lengths[:, None],
-     r"inputs \(shape \(\d,\), \d\): wrong shape"),
-    (lambda lengths, max_len: torch.arange(max_len)[None] <= lengths[:, None], "values are wrong"),
-    (lambda lengths, max_len: (torch.arange(max_len)[None] < lengths[:, None]).long(),
-     "must have dtype torch.bool, got torch.int64"),
-    (lambda lengths, max_len: torch.arange(max_len)[None] < lengths, r"your function raised|wrong shape"),
+@pytest.mark.parametrize("args, verdict", [
+    # the padded queries counted as seeing nothing (a mask on queries too)
+    ((19, 3, 29, 7), r"predicted number of allowed pairs is 19, off by -10; the predicted "
+                     r"number of rows that see one key is 3, off by -4"),
+    # the causal mask alone: 3 x 15
+    ((45, 3, 29, 7), r"predicted number of allowed pairs is 45, off by \+16"),
+    # measured on the padding mask alone, without the causal one
+    ((29, 7, 40, 5), r"measured number of allowed pairs is 40, off by \+11; the measured "
+                     r"number of rows that see one key is 5, off by -2"),
+    ((29, 7, torch.tensor(29.0), 7), "whole number"),
 ])
-def test_4_2_rejects_wrong_answers(student, verdict):
+def test_4_2_rejects_wrong_numbers(args, verdict):
     with pytest.raises(CheckFailed, match=verdict):
-        check_padding_mask(student)
+        check_mask_prediction(*args)
 
 
-# --- 4.3 causal mask -----------------------------------------------------------------------
+# --- 4.3 weights that do not add up --------------------------------------------------------
 
 
-@pytest.mark.parametrize("student", [
-    lambda n: torch.ones(n, n, dtype=torch.bool).tril(),
-    lambda n: ~torch.ones(n, n, dtype=torch.bool).triu(1),
-])
+def padded_as_given(q, k, v, lengths):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    weights = torch.softmax(scores, dim=-1)
+    weights = weights * padding_mask(lengths, k.shape[-2])[:, None, :]
+    return weights @ v, weights
+
+
+def padded_renormalized(q, k, v, lengths):
+    """Correct, written differently: mask after the softmax, then renormalize."""
+    _, weights = padded_as_given(q, k, v, lengths)
+    weights = weights / weights.sum(dim=-1, keepdim=True)
+    return weights @ v, weights
+
+
+def padded_with_package(q, k, v, lengths):
+    """Correct, written differently: a (B, 1, 1, Lk)-free boolean mask of shape (B, Lq, Lk)."""
+    real = torch.arange(k.shape[-2])[None, None, :] < lengths[:, None, None]
+    return scaled_dot_product_attention(q, k, v, real.expand(-1, q.shape[-2], -1))
+
+
+def padded_mask_on_queries(q, k, v, lengths):
+    real = padding_mask(lengths, q.shape[-2])[:, :, None]  # hides padded queries instead
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    weights = torch.softmax(scores.masked_fill(~real, -1e9), dim=-1)
+    return weights @ v, weights
+
+
+def padded_inverted(q, k, v, lengths):
+    real = padding_mask(lengths, k.shape[-2])[:, None, :]
+    return scaled_dot_product_attention(q, k, v, ~real)  # attends to the padding only
+
+
+def padded_unscaled(q, k, v, lengths):
+    real = padding_mask(lengths, k.shape[-2])[:, None, :]
+    return scaled_dot_product_attention(q, k, v, real, scale=1.0)
+
+
+@pytest.mark.parametrize("student", [padded_renormalized, padded_with_package])
 def test_4_3_passes_correct_answers_written_differently(student, capsys):
-    check_causal_mask(student)
+    check_padded_attention(student)
     assert "✅ Exercise 4.3" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("student, verdict", [
-    (lambda n: torch.ones(n, n, dtype=torch.bool).triu(), "values are wrong"),  # j >= i
-    (lambda n: torch.ones(n, n, dtype=torch.bool).tril(-1), "test 1 of 5.*values are wrong"),  # j < i
-    (lambda n: torch.ones(n, n).tril(), "must have dtype torch.bool, got torch.float32"),
+    # the bug as given: caught on the first padded batch, not on the one without padding
+    (padded_as_given, r"lengths \[6, 2, 4\]: the output \(item 0\): .*values are wrong"),
+    (padded_mask_on_queries, r"lengths \[4, 4\], your function raised ValueError: lengths"),
+    (padded_inverted, r"lengths \[4, 4\]: .*values are wrong"),
+    (padded_unscaled, r"lengths \[4, 4\]: the output \(item 0\)"),
+    (lambda q, k, v, lengths: padded_with_package(q, k, v, lengths)[0], "return \\(output, weights\\)"),
 ])
 def test_4_3_rejects_wrong_answers(student, verdict):
     with pytest.raises(CheckFailed, match=verdict):
-        check_causal_mask(student)
+        check_padded_attention(student)
 
 
 # --- 4.4 masked attention ------------------------------------------------------------------
@@ -282,27 +311,6 @@ def test_4_5_rejects_wrong_answers(student, verdict):
 
 
 # --- Second review: answers the first version of these tests did not try -------------------
-
-
-def nw_train_by_query(x_query, x_train, y_train, bandwidth):
-    """Correct, written differently: scores laid out (N, Q), softmax over the training points."""
-    scores = -((x_train[:, None] - x_query[None, :]) ** 2) / (2 * bandwidth**2)
-    return y_train @ torch.softmax(scores, dim=0)
-
-
-def nw_squeezed(x_query, x_train, y_train, bandwidth):
-    """Wrong for a single query: (Q, 1).squeeze() is 0-d when Q = 1."""
-    weights = torch.softmax(-((x_query[:, None] - x_train) ** 2) / (2 * bandwidth**2), dim=-1)
-    return (weights @ y_train[:, None]).squeeze()
-
-
-def test_4_1_second_review(capsys):
-    check_nadaraya_watson(nw_train_by_query)
-    assert "✅ Exercise 4.1" in capsys.readouterr().out
-    with pytest.raises(CheckFailed, match=r"inputs \(shape \(1,\),.*wrong shape: expected \(1,\), got \(\)"):
-        check_nadaraya_watson(nw_squeezed)
-    with pytest.raises(CheckFailed, match="values are wrong"):  # h, not h^2
-        check_nadaraya_watson(lambda xq, xt, yt, h: nw_explicit_kernel(xq, xt, yt, math.sqrt(h)))
 
 
 def attention_2d_mask_expanded_over_batch(q, k, v, mask):

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from attnbook.attention import causal_mask, scaled_dot_product_attention
 from attnbook.checks.ch05 import (
+    check_band_path_length,
     check_causal_self_attention,
     check_cross_attention,
-    check_inverse_permutation,
-    check_max_path_length,
-    check_weights_memory,
+    check_window_prediction,
+    check_window_prediction_recorded,
 )
 from attnbook.checks.core import CheckFailed
 
@@ -99,117 +100,118 @@ def test_5_2_rejects_wrong_answers(student, verdict):
         check_causal_self_attention(student)
 
 
-# --- 5.3 inverse permutation -----------------------------------------------------------------
+# --- 5.2 the bugs as given, one at a time -------------------------------------------------
 
 
-def inverse_by_scatter(perm):
-    return torch.empty_like(perm).scatter_(0, perm, torch.arange(len(perm)))
+def causal_as_given(x, w_q, w_k, w_v, fix_mask=False, fix_scale=False):
+    q, k, v = x @ w_q, x @ w_k, x @ w_v
+    width = q.shape[-1] if fix_scale else x.shape[-1]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(width)
+    mask = causal_mask(x.shape[-2])
+    scores = scores.masked_fill(~mask if fix_mask else mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
 
 
-def inverse_by_loop(perm):
-    inverse = [0] * len(perm)
-    for i, p in enumerate(perm.tolist()):
-        inverse[p] = i
-    return torch.tensor(inverse)
+@pytest.mark.parametrize("fixes, verdict", [
+    ({}, "the result contains NaN"),  # as given
+    ({"fix_scale": True}, "the result contains NaN"),  # only the scale fixed
+    ({"fix_mask": True}, r"the output \(item 0\): \d+ of \d+ values are wrong"),  # only the mask
+])
+def test_5_2_rejects_each_bug_left_in(fixes, verdict):
+    with pytest.raises(CheckFailed, match=verdict):
+        check_causal_self_attention(lambda *args: causal_as_given(*args, **fixes))
 
 
-@pytest.mark.parametrize("student", [inverse_by_scatter, inverse_by_loop, torch.argsort])
-def test_5_3_passes_correct_answers_written_differently(student, capsys):
-    check_inverse_permutation(student)
+def test_5_2_passes_both_bugs_fixed(capsys):
+    check_causal_self_attention(lambda *args: causal_as_given(*args, fix_mask=True,
+                                                              fix_scale=True))
+    assert "✅ Exercise 5.2" in capsys.readouterr().out
+
+
+# --- 5.3 a sliding window's reach ----------------------------------------------------------
+
+
+def test_5_3_records_whole_numbers(capsys):
+    check_window_prediction_recorded(16, 4)  # wrong, but a prediction
+    assert "✅ Exercise 5.3 (prediction): recorded 16 and 4 layers" in capsys.readouterr().out
+    for args, verdict in [((..., 4), "replace the ..."), ((16.0, 4), "whole number"),
+                          ((16, None), "whole number")]:
+        with pytest.raises(CheckFailed, match=verdict):
+            check_window_prediction_recorded(*args)
+
+
+def test_5_3_passes_right_numbers_as_numpy_and_tensors(capsys):
+    check_window_prediction(17, np.int64(5), torch.tensor(17), 5)
     assert "✅ Exercise 5.3" in capsys.readouterr().out
 
 
-def sorts_in_place(perm):
-    inverse = torch.argsort(perm)
-    perm.copy_(torch.arange(len(perm)))
-    return inverse
-
-
-@pytest.mark.parametrize("student, verdict", [
-    (lambda perm: perm.clone(), "values are wrong"),  # right only for a permutation that undoes itself
-    (lambda perm: perm[perm], "values are wrong"),
-    (lambda perm: perm.flip(0), "values are wrong"),
-    (lambda perm: torch.argsort(perm).tolist(), "expected a tensor"),
-    (lambda perm: torch.argsort(perm).int(), "wrong dtype: expected torch.int64, got torch.int32"),
-    (sorts_in_place, "changed its `perm` in place"),
+@pytest.mark.parametrize("args, verdict", [
+    # 256 / W: forgets that the window includes the query itself
+    ((16, 4, 17, 5), r"predicted path length for W = 16 is 16, off by -1; the predicted "
+                     r"path length for W = 64 is 4, off by -1"),
+    # 255 // 15, rounded down
+    ((17, 4, 17, 5), r"^Exercise 5.3 \(a sliding window's reach\): the predicted path length "
+                     r"for W = 64 is 4, off by -1$"),
+    # measured with `offset <= width`: a window of W + 1 keys
+    ((17, 5, 16, 4), r"measured path length for W = 16 is 16, off by -1; the measured path "
+                     r"length for W = 64 is 4, off by -1"),
+    ((17, 5, 17.0, 5), "whole number"),
 ])
-def test_5_3_rejects_wrong_answers(student, verdict):
+def test_5_3_rejects_wrong_numbers(args, verdict):
     with pytest.raises(CheckFailed, match=verdict):
-        check_inverse_permutation(student)
+        check_window_prediction(*args)
 
 
-# --- 5.4 maximum path length ---------------------------------------------------------------
+# --- 5.4 the path length of any band -------------------------------------------------------
 
 
-def path_length_by_powers(connections):
-    """Correct, written differently: the boolean matrix power, counted until it stops changing."""
-    n = len(connections)
-    reach = torch.eye(n, dtype=torch.bool)
-    for layers in range(n + 1):
-        wider = (connections.double() @ reach.double()) > 0
-        if (wider == reach).all():
+def band_by_loop(n, back, ahead):
+    """Correct, written differently: integer arithmetic, no math.ceil."""
+    span = n - 1
+    return max(-(-span // back) if back else 0, -(-span // ahead) if ahead else 0)
+
+
+def band_by_simulation(n, back, ahead):
+    """Correct, written differently: the interval each position has heard from."""
+    low, high, layers = list(range(n)), list(range(n)), 0
+    while True:
+        new_low = [max(0, min(low[max(0, i - back):i + ahead + 1])) for i in range(n)]
+        new_high = [min(n - 1, max(high[max(0, i - back):i + ahead + 1])) for i in range(n)]
+        if new_low == low and new_high == high:
             return layers
-        reach = wider
-    return n
+        low, high, layers = new_low, new_high, layers + 1
 
 
-@pytest.mark.parametrize("student", [path_length_by_powers])
-def test_5_4_passes_a_correct_answer_written_differently(student, capsys):
-    check_max_path_length(student)
+@pytest.mark.parametrize("student", [band_by_loop, band_by_simulation])
+def test_5_4_passes_correct_answers_written_differently(student, capsys):
+    check_band_path_length(student)
     assert "✅ Exercise 5.4" in capsys.readouterr().out
 
 
-def path_length_off_by_one(connections):
-    return path_length_by_powers(connections) + 1
-
-
-def path_length_as_tensor(connections):
-    return torch.tensor(path_length_by_powers(connections))
-
-
-def path_length_from_the_band(connections):
-    """Wrong: reads the band's half-width from row 0 and assumes a symmetric band."""
-    n = len(connections)
-    width = int(connections[0].sum()) - 1
-    return 0 if width == 0 else math.ceil((n - 1) / width)
-
-
-def path_length_adds_self_loops_in_place(connections):
-    connections.fill_diagonal_(True)
-    connections[0, -1] = True
-    return path_length_by_powers(connections)
-
-
 @pytest.mark.parametrize("student, verdict", [
-    (path_length_off_by_one, "expected 1, got 2|values are wrong|expected \\d+, got"),
-    (path_length_as_tensor, "expected an int"),
-    (path_length_from_the_band, "expected \\d+, got \\d+"),
-    (path_length_adds_self_loops_in_place, "changed its `connections` in place"),
+    # n / back instead of (n - 1) / back
+    (lambda n, b, a: max(math.ceil(n / b) if b else 0, math.ceil(n / a) if a else 0),
+     r"band_path_length\(1, 2, 3\) gives 1, but the band needs 0 layers \(\+1\)"),
+    # rounded down
+    (lambda n, b, a: max((n - 1) // b if b else 0, (n - 1) // a if a else 0),
+     r"band_path_length\(12, 3, 3\) gives 3, but the band needs 4 layers \(-1\)"),
+    # only the backward connections count
+    (lambda n, b, a: math.ceil((n - 1) / b) if b else 0,
+     r"band_path_length\(10, 0, 3\) gives 0, but the band needs 3 layers"),
+    # the faster direction instead of the slower
+    (lambda n, b, a: min(x for x in (math.ceil((n - 1) / b) if b else 99,
+                                     math.ceil((n - 1) / a) if a else 99)) % 99,
+     r"band_path_length\(13, 4, 2\) gives 3, but the band needs 6 layers"),
+    # a float
+    (lambda n, b, a: float(band_by_loop(n, b, a)), "return a whole number"),
+    # divides by zero when a direction has no connections
+    (lambda n, b, a: max(math.ceil((n - 1) / b), math.ceil((n - 1) / a)),
+     r"band_path_length\(1, 0, 0\), your function raised ZeroDivisionError"),
 ])
 def test_5_4_rejects_wrong_answers(student, verdict):
     with pytest.raises(CheckFailed, match=verdict):
-        check_max_path_length(student)
-
-
-# --- 5.5 memory of the weights -------------------------------------------------------------
-
-
-def test_5_5_accepts_the_number_written_differently(capsys):
-    for answer in (8 * 12 * 1024 * 1024, 100_663_296, 3 * 2**25):
-        check_weights_memory(answer)
-    assert capsys.readouterr().out.count("✅") == 3
-
-
-@pytest.mark.parametrize("answer, verdict", [
-    (8 * 12 * 1024, "is not right"),  # one length, not queries x keys
-    (8 * 12 * 1024 * 1024 * 4, "is not right"),  # bytes in float32, not numbers
-    (float(8 * 12 * 1024 * 1024), "must be a whole number"),
-    (torch.tensor(8 * 12 * 1024 * 1024), "must be a whole number"),
-    (..., "replace the ..."),
-])
-def test_5_5_rejects_wrong_answers(answer, verdict):
-    with pytest.raises(CheckFailed, match=verdict):
-        check_weights_memory(answer)
+        check_band_path_length(student)
 
 
 # --- Second review: answers the first version of these tests did not try -------------------
@@ -260,55 +262,3 @@ def test_5_2_second_review(capsys):
     for student in (causal_not_renormalised, causal_tril_of_scores):
         with pytest.raises(CheckFailed, match=r"the output \(item 0\): \d+ of \d+ values are wrong"):
             check_causal_self_attention(student)
-
-
-@pytest.mark.parametrize("student", [
-    lambda perm: torch.sort(perm).indices,
-    lambda perm: torch.nn.functional.one_hot(perm, len(perm)).T @ torch.arange(len(perm)),
-    lambda perm: torch.tensor([perm.tolist().index(i) for i in range(len(perm))]),
-])
-def test_5_3_second_review_passes(student, capsys):
-    check_inverse_permutation(student)
-    assert "✅ Exercise 5.3" in capsys.readouterr().out
-
-
-def test_5_3_second_review_rejects():
-    with pytest.raises(CheckFailed, match="values are wrong"):
-        check_inverse_permutation(lambda perm: perm.argsort(descending=True))
-    with pytest.raises(CheckFailed, match="expected a tensor .* got a ndarray"):
-        check_inverse_permutation(lambda perm: perm.numpy().argsort())
-
-
-def path_length_from_connections(connections):
-    """Wrong by one: starts from one layer (connections) instead of the identity."""
-    return max(path_length_by_powers(connections) - 1, 0)
-
-
-def path_length_until_all_reached(connections):
-    """Wrong: waits until everyone has reached everyone (bounded, so it ends), not until it stops."""
-    n, reach, layers = len(connections), torch.eye(len(connections), dtype=torch.bool), 0
-    while not reach.all() and layers < n:
-        reach, layers = (connections.int() @ reach.int()) > 0, layers + 1
-    return layers
-
-
-def test_5_4_second_review(capsys):
-    import numpy as np
-
-    check_max_path_length(lambda connections: np.int64(path_length_by_powers(connections)))
-    assert "✅ Exercise 5.4" in capsys.readouterr().out
-    for student in (path_length_from_connections, path_length_until_all_reached):
-        with pytest.raises(CheckFailed, match=r"expected \d+, got \d+"):
-            check_max_path_length(student)
-    with pytest.raises(CheckFailed, match=r"expected an int \(\d+\), got a str"):
-        check_max_path_length(lambda connections: str(path_length_by_powers(connections)))
-
-
-@pytest.mark.parametrize("answer, verdict", [
-    (12 * 1024 * 1024, "is not right"),  # one sequence of the batch
-    ("100663296", "must be a whole number .* got a str"),
-    (1.00663296e8, "must be a whole number .* got a float"),
-])
-def test_5_5_second_review(answer, verdict):
-    with pytest.raises(CheckFailed, match=verdict):
-        check_weights_memory(answer)

@@ -3,54 +3,20 @@ verdict, and correct answers written differently from the reference pass."""
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import pytest
 import torch
 
-from attnbook.checks.ch06 import check_alibi_bias, check_alibi_slopes, check_rope, check_sinusoidal_table
+from attnbook.checks.ch06 import (
+    check_alibi_bias,
+    check_reach_prediction,
+    check_reach_prediction_recorded,
+    check_rope,
+    check_rope_base_experiment,
+    check_rope_score,
+)
 from attnbook.checks.core import CheckFailed
-from attnbook.positional import alibi_slopes
-
-# --- 6.1 sinusoidal table ------------------------------------------------------------------
-
-
-def table_float32_exp_log(n_positions, d_model):
-    """Correct, written differently: frequencies as exp(-log(10000) 2i/D), all in float32."""
-    positions = torch.arange(n_positions, dtype=torch.float32)[:, None]
-    speeds = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10_000.0) / d_model))
-    angles = positions * speeds
-    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)  # interleaved
-
-
-def table_halves(n_positions, d_model):
-    """Wrong: sines in the first half of the width, cosines in the second (not interleaved)."""
-    positions = torch.arange(n_positions, dtype=torch.float64)[:, None]
-    speeds = 10_000 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
-    return torch.cat([torch.sin(positions * speeds), torch.cos(positions * speeds)], dim=1).float()
-
-
-def table_exponent_i_over_d(n_positions, d_model):
-    positions = torch.arange(n_positions, dtype=torch.float64)[:, None]
-    speeds = 10_000 ** (-torch.arange(d_model // 2, dtype=torch.float64) / d_model)  # i/D, not 2i/D
-    return torch.stack([torch.sin(positions * speeds), torch.cos(positions * speeds)], -1).flatten(1).float()
-
-
-def test_6_1_passes_a_correct_answer_written_differently(capsys):
-    check_sinusoidal_table(table_float32_exp_log)
-    assert "✅ Exercise 6.1" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("student, verdict", [
-    (table_halves, "values are wrong"),
-    (table_exponent_i_over_d, "values are wrong"),
-    (lambda n, d: table_float32_exp_log(n, d).double(), "wrong dtype: expected torch.float32"),
-    (lambda n, d: table_float32_exp_log(n, d).flip(-1), "values are wrong"),  # cos before sin
-])
-def test_6_1_rejects_wrong_answers(student, verdict):
-    with pytest.raises(CheckFailed, match=verdict):
-        check_sinusoidal_table(student)
-
+from attnbook.positional import alibi_slopes, apply_rope
 
 # --- 6.2 RoPE ------------------------------------------------------------------------------
 
@@ -109,52 +75,6 @@ def test_6_2_rejects_wrong_answers(student, verdict):
         check_rope(student)
 
 
-# --- 6.3 ALiBi slopes ----------------------------------------------------------------------
-
-
-def slopes_as_list(n_heads):
-    """Correct, written differently: a list, the every-other slopes of 2P as 2^(-4 (2j + 1) / P)."""
-    p = 1 << (n_heads.bit_length() - 1)
-    return [2 ** (-8 * (h + 1) / p) for h in range(p)] + [2 ** (-4 * (2 * j + 1) / p)
-                                                          for j in range(n_heads - p)]
-
-
-def slopes_first_of_2p(n_heads):
-    """Wrong: the first H - P slopes of 2P, not every other one."""
-    p = 2 ** math.floor(math.log2(n_heads))
-    extra = [2 ** (-8 * (h + 1) / (2 * p)) for h in range(n_heads - p)]
-    return [2 ** (-8 * (h + 1) / p) for h in range(p)] + extra
-
-
-def slopes_next_power_truncated(n_heads):
-    """Wrong: the slopes of the next power of two, cut to H."""
-    p = 2 ** math.ceil(math.log2(n_heads))
-    return [2 ** (-8 * (h + 1) / p) for h in range(n_heads)]
-
-
-def slopes_from_zero(n_heads):
-    """Wrong by one: 2^(-8h/H), starting at a slope of 1."""
-    return [2 ** (-8 * h / n_heads) for h in range(n_heads)]
-
-
-@pytest.mark.parametrize("student", [slopes_as_list, lambda n: torch.tensor(slopes_as_list(n))])
-def test_6_3_passes_correct_answers_written_differently(student, capsys):
-    check_alibi_slopes(student)
-    assert "✅ Exercise 6.3" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("student, verdict", [
-    (slopes_first_of_2p, r"inputs \(6\).*values are wrong"),
-    (slopes_next_power_truncated, r"inputs \(3\).*values are wrong"),
-    (slopes_from_zero, r"inputs \(1\).*values are wrong"),
-    (lambda n: torch.tensor(slopes_as_list(n))[None], r"wrong shape: expected \(1,\), got \(1, 1\)"),
-    (lambda n: {h: s for h, s in enumerate(slopes_as_list(n))}, "expected a tensor .* got a dict"),
-])
-def test_6_3_rejects_wrong_answers(student, verdict):
-    with pytest.raises(CheckFailed, match=verdict):
-        check_alibi_slopes(student)
-
-
 # --- 6.4 ALiBi bias ------------------------------------------------------------------------
 
 
@@ -180,6 +100,13 @@ def alibi_signed(n_heads, n_queries, n_keys):
     return (-alibi_slopes(n_heads)[:, None, None] * distance).float()
 
 
+def alibi_off_by_one(n_heads, n_queries, n_keys):
+    """Wrong: a fix of the bug as given that places the queries one position too early."""
+    query_positions = torch.arange(n_queries) + (n_keys - n_queries - 1)
+    distance = (query_positions[:, None] - torch.arange(n_keys)[None, :]).abs()
+    return (-alibi_slopes(n_heads)[:, None, None] * distance).float()
+
+
 def alibi_reversed_heads(n_heads, n_queries, n_keys):
     return alibi_loop(n_heads, n_queries, n_keys).flip(0)
 
@@ -190,7 +117,8 @@ def test_6_4_passes_a_correct_answer_written_differently(capsys):
 
 
 @pytest.mark.parametrize("student, verdict", [
-    (alibi_queries_first, "values are wrong"),
+    (alibi_queries_first, "values are wrong"),  # the bug as given
+    (alibi_off_by_one, r"with inputs \(6, 8, 11\): 528 of 528 values are wrong"),
     (alibi_signed, "values are wrong"),
     (alibi_reversed_heads, "values are wrong"),
     (lambda h, q, k: alibi_loop(h, q, k).double(), "wrong dtype: expected torch.float32"),
@@ -202,24 +130,6 @@ def test_6_4_rejects_wrong_answers(student, verdict):
 
 
 # --- Second review: answers the first version of these tests did not try -------------------
-
-
-def table_python_loop(n_positions, d_model):
-    """Correct, written differently: math.sin and math.cos entry by entry."""
-    def entry(p, c):
-        angle = p / 10_000 ** (2 * (c // 2) / d_model)
-        return math.sin(angle) if c % 2 == 0 else math.cos(angle)
-    return torch.tensor([[entry(p, c) for c in range(d_model)] for p in range(n_positions)],
-                        dtype=torch.float32)
-
-
-def test_6_1_second_review(capsys):
-    check_sinusoidal_table(table_python_loop)
-    assert "✅ Exercise 6.1" in capsys.readouterr().out
-    with pytest.raises(CheckFailed, match=r"values are wrong; the first is at index \(0, 0\)"):
-        check_sinusoidal_table(lambda n, d: table_python_loop(n + 1, d)[1:])  # positions from 1
-    with pytest.raises(CheckFailed, match=r"wrong shape: expected \(\d+, \d+\), got \(\d+, 16\)"):
-        check_sinusoidal_table(lambda n, d: table_python_loop(n, 16))  # the width of the notebook
 
 
 def rope_rotate_every_two(x, positions):
@@ -270,38 +180,6 @@ def test_6_2_second_review(capsys):
         check_rope(rope_pairs_by_3d_slicing)
 
 
-def slopes_paper_code(n_heads):
-    """Correct, written differently: the ALiBi paper's own recursion."""
-    def power_of_two(n):
-        start = 2 ** (-2 ** -(math.log2(n) - 3))
-        return [start * start**i for i in range(n)]
-    if math.log2(n_heads).is_integer():
-        return power_of_two(n_heads)
-    p = 2 ** math.floor(math.log2(n_heads))
-    return power_of_two(p) + slopes_paper_code(2 * p)[0::2][:n_heads - p]
-
-
-def slopes_odd_of_2p(n_heads):
-    """Wrong: the slopes of 2P at the odd indices 1, 3, 5, ... instead of 0, 2, 4, ..."""
-    p = 2 ** math.floor(math.log2(n_heads))
-    extra = [2 ** (-8 * (h + 1) / (2 * p)) for h in range(1, 2 * p, 2)][:n_heads - p]
-    return [2 ** (-8 * (h + 1) / p) for h in range(p)] + extra
-
-
-def test_6_3_second_review(capsys):
-    check_alibi_slopes(slopes_paper_code)
-    check_alibi_slopes(lambda n: torch.tensor(slopes_paper_code(n), dtype=torch.float32))
-    assert capsys.readouterr().out.count("✅") == 2
-    with pytest.raises(CheckFailed, match=r"inputs \(3\).*values are wrong"):
-        check_alibi_slopes(slopes_odd_of_2p)
-    # a list that is not a flat list of numbers: a verdict about the answer, not a crash in the check
-    with pytest.raises(CheckFailed, match=r"on inputs \(1\), your function returned a list that is not "
-                                          r"a flat list of numbers \(expected sequence"):
-        check_alibi_slopes(lambda n: [[1.0], [2.0, 3.0]])
-    with pytest.raises(CheckFailed, match="not a flat list of numbers"):
-        check_alibi_slopes(lambda n: ["0.5"] * n)
-
-
 def test_6_4_second_review(capsys):
     check_alibi_bias(lambda h, q, k: alibi_loop(h, k, k)[:, k - q:])  # all positions, the last rows
     assert "✅ Exercise 6.4" in capsys.readouterr().out
@@ -310,3 +188,124 @@ def test_6_4_second_review(capsys):
     with pytest.raises(CheckFailed, match="values are wrong"):  # -inf on the future keys
         check_alibi_bias(lambda h, q, k: alibi_loop(h, q, k).masked_fill(
             torch.arange(k)[None] > (torch.arange(q) + k - q)[:, None], float("-inf")))
+
+
+# --- 6.1 how far ALiBi looks -----------------------------------------------------------------
+
+
+def test_6_1_records_whole_numbers(capsys):
+    check_reach_prediction_recorded(8, 256)  # wrong, but a prediction
+    assert "✅ Exercise 6.1 (prediction): recorded distances 8 and 256" in capsys.readouterr().out
+    for args, verdict in [((..., 256), "replace the ..."), ((36.8, 256), "whole number")]:
+        with pytest.raises(CheckFailed, match=verdict):
+            check_reach_prediction_recorded(*args)
+
+
+def test_6_1_passes_right_numbers_as_numpy_and_tensors(capsys):
+    check_reach_prediction(np.int64(37), 1179, 37, torch.tensor(1179))
+    assert "✅ Exercise 6.1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, verdict", [
+    # 1 / slope: where the bias reaches -1, not where the weight falls below 1%
+    ((8, 256, 37, 1179), r"predicted distance for head 2 is 8, off by -29; the predicted "
+                         r"distance for head 7 is 256, off by -923"),
+    # log10(100) / slope: the wrong logarithm
+    ((16, 512, 37, 1179), r"predicted distance for head 2 is 16, off by -21"),
+    # heads counted from 1: slopes 2^-2 and 2^-7 measured
+    ((37, 1179, 19, 590), r"measured distance for head 2 is 19, off by -18; the measured "
+                          r"distance for head 7 is 590, off by -589"),
+    # the last distance still above 1%, one too few
+    ((36, 1178, 37, 1179), r"off by -1; the predicted distance for head 7 is 1178, off by -1"),
+])
+def test_6_1_rejects_wrong_numbers(args, verdict):
+    with pytest.raises(CheckFailed, match=verdict):
+        check_reach_prediction(*args)
+
+
+# --- 6.3 RoPE's score from the offset alone --------------------------------------------------
+
+
+def score_complex(q, k, offset):
+    """Correct, written differently: pairs as complex numbers; Re(q conj(k) e^{i offset theta})."""
+    d = q.shape[-1]
+    theta = 10_000 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    qc = torch.complex(q[0::2], q[1::2])
+    kc = torch.complex(k[0::2], k[1::2])
+    return (qc * kc.conj() * torch.polar(torch.ones_like(theta), offset * theta)).real.sum()
+
+
+def score_by_rotating_k_back(q, k, offset):
+    """Correct, written differently: rotate k by -offset and take the plain dot product."""
+    return float(q @ apply_rope(k[None], torch.tensor([-offset]))[0])
+
+
+def score_sign_flipped(q, k, offset):
+    """Wrong: the offset taken as n - m."""
+    return score_complex(q, k, -offset)
+
+
+def score_theta_per_index(q, k, offset):
+    """Wrong: theta_i = 10000^(-i/d) instead of 10000^(-2i/d)."""
+    d = q.shape[-1]
+    theta = 10_000 ** (-torch.arange(d // 2, dtype=torch.float64) / d)
+    qc, kc = torch.complex(q[0::2], q[1::2]), torch.complex(k[0::2], k[1::2])
+    return (qc * kc.conj() * torch.polar(torch.ones_like(theta), offset * theta)).real.sum()
+
+
+def score_without_cross_term(q, k, offset):
+    """Wrong: only the cos part, as if each pair's dot product were scaled by cos."""
+    d = q.shape[-1]
+    theta = 10_000 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    aligned = q[0::2] * k[0::2] + q[1::2] * k[1::2]
+    return (aligned * torch.cos(offset * theta)).sum()
+
+
+@pytest.mark.parametrize("student", [score_complex, score_by_rotating_k_back])
+def test_6_3_passes_correct_answers_written_differently(student, capsys):
+    check_rope_score(student)
+    assert "✅ Exercise 6.3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("student, verdict", [
+    (score_sign_flipped, r"with d = 2 and offset m - n = 3: expected"),
+    (score_theta_per_index, r"with d = 4 and offset m - n = 0|with d = 8 and offset m - n = 1:"),
+    (score_without_cross_term, r"with d = 2 and offset m - n = 3: expected"),
+    (lambda q, k, offset: score_complex(q, k, offset)[None], "return one number"),
+])
+def test_6_3_rejects_wrong_answers(student, verdict):
+    with pytest.raises(CheckFailed, match=verdict):
+        check_rope_score(student)
+
+
+def test_6_3_names_an_argument_changed_in_place():
+    with pytest.raises(CheckFailed, match="changed its `k` in place"):
+        check_rope_score(lambda q, k, offset: score_complex(q, k.mul_(2) / 2, offset))
+
+
+# --- 6.5 RoPE's base -------------------------------------------------------------------------
+
+RIGHT = {100: 5, 10_000: 28, 1_000_000: 122}
+
+
+def test_6_5_passes_right_measurements_as_numpy_and_tensors(capsys):
+    check_rope_base_experiment({100: np.int64(5), 10_000: torch.tensor(28), 1_000_000: 122},
+                               True)
+    assert "✅ Exercise 6.5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, verdict", [
+    # the last offset still above half, not the first below
+    (({100: 4, 10_000: 27, 1_000_000: 121}, True), r"half_distance\[100\] is 4, off by -1;"),
+    # right numbers, wrong conclusion
+    ((RIGHT, False), r"your measurements are right, but your conclusion \(False\)"),
+    # q = k = ones(32): another width
+    (({100: 4, 10_000: 16, 1_000_000: 52}, True),
+     r"half_distance\[100\] is 4, off by -1; half_distance\[10000\] is 16, off by -12"),
+    (({100: 5, 10_000: 28}, True), "must be a dict with the keys"),
+    ((RIGHT, "yes"), "must be True or False"),
+    ((..., True), "replace the ..."),
+])
+def test_6_5_rejects_wrong_answers(args, verdict):
+    with pytest.raises(CheckFailed, match=verdict):
+        check_rope_base_experiment(*args)

@@ -3,6 +3,9 @@ verdict, and correct answers written differently from the reference pass."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,76 +13,14 @@ from torch import nn
 
 from attnbook.attention import scaled_dot_product_attention
 from attnbook.checks.ch07 import (
+    check_batched_heads,
     check_heads_loop,
-    check_merge_heads,
-    check_parameter_count,
-    check_split_heads,
+    check_rank_prediction,
+    check_rank_prediction_recorded,
     check_to_torch,
+    check_torch_parameter_count,
 )
 from attnbook.checks.core import CheckFailed
-
-# --- 7.1 split heads -----------------------------------------------------------------------
-
-
-def split_with_chunks(x, n_heads):
-    """Correct, written differently: chunk the width and stack the heads."""
-    return torch.stack(x.chunk(n_heads, dim=-1), dim=1)
-
-
-def split_with_unflatten(x, n_heads):
-    return x.unflatten(-1, (n_heads, -1)).permute(0, 2, 1, 3)
-
-
-@pytest.mark.parametrize("student", [split_with_chunks, split_with_unflatten])
-def test_7_1_passes_correct_answers_written_differently(student, capsys):
-    check_split_heads(student)
-    assert "✅ Exercise 7.1" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("student, verdict", [
-    # reinterprets the memory instead of moving the heads: right only if L or H is 1
-    (lambda x, n_heads: x.reshape(x.shape[0], n_heads, x.shape[1], -1), "values are wrong"),
-    # heads as the interleaved columns h, h + H, h + 2H, ...
-    (lambda x, n_heads: x.unflatten(-1, (-1, n_heads)).permute(0, 3, 1, 2), "values are wrong"),
-    (lambda x, n_heads: x.view(x.shape[0], x.shape[1], n_heads, -1),
-     "wrong shape|values are wrong"),  # no transpose
-    (lambda x, n_heads: split_with_chunks(x, n_heads).squeeze(), "wrong shape"),  # drops sizes of 1
-])
-def test_7_1_rejects_wrong_answers(student, verdict):
-    with pytest.raises(CheckFailed, match=verdict):
-        check_split_heads(student)
-
-
-# --- 7.2 merge heads -----------------------------------------------------------------------
-
-
-def merge_with_cat(x):
-    return torch.cat(x.unbind(dim=1), dim=-1)
-
-
-@pytest.mark.parametrize("student", [merge_with_cat, lambda x: x.permute(0, 2, 1, 3).flatten(2)])
-def test_7_2_passes_correct_answers_written_differently(student, capsys):
-    check_merge_heads(student)
-    assert "✅ Exercise 7.2" in capsys.readouterr().out
-
-
-def merge_in_place(x):
-    out = merge_with_cat(x)
-    x.zero_()  # "free" the heads
-    return out
-
-
-@pytest.mark.parametrize("student, verdict", [
-    (lambda x: x.reshape(x.shape[0], x.shape[2], -1), "values are wrong"),  # no transpose
-    (lambda x: x.transpose(1, 2).view(x.shape[0], x.shape[2], -1),
-     r"your function raised RuntimeError: view size is not compatible"),
-    (lambda x: torch.cat(x.unbind(dim=1), dim=1), "wrong shape"),  # heads along the length
-    (merge_in_place, "changed its `x` in place"),
-])
-def test_7_2_rejects_wrong_answers(student, verdict):
-    with pytest.raises(CheckFailed, match=verdict):
-        check_merge_heads(student)
-
 
 # --- 7.3 one head at a time ----------------------------------------------------------------
 
@@ -217,48 +158,7 @@ def test_7_4_rejects_wrong_answers(student, verdict):
         check_to_torch(student)
 
 
-# --- 7.5 parameter count -------------------------------------------------------------------
-
-
-def test_7_5_accepts_the_count_written_differently(capsys):
-    for answer in (4 * (64 * 64 + 64), 4 * 64 * 65, 16_640):
-        check_parameter_count(answer)
-    assert capsys.readouterr().out.count("✅") == 3
-
-
-@pytest.mark.parametrize("answer, verdict", [
-    (4 * 64 * 64, "is not right"),  # no biases
-    (3 * (64 * 64 + 64), "is not right"),  # forgets the output projection
-    (4 * (64 * 64 + 64) * 8, "is not right"),  # per head
-    (torch.tensor(16_640), "must be a whole number"),
-    (16_640.0, "must be a whole number"),
-])
-def test_7_5_rejects_wrong_answers(answer, verdict):
-    with pytest.raises(CheckFailed, match=verdict):
-        check_parameter_count(answer)
-
-
 # --- Second review: answers the first version of these tests did not try -------------------
-
-
-def test_7_1_second_review(capsys):
-    check_split_heads(lambda x, n_heads: torch.stack(x.split(x.shape[-1] // n_heads, dim=-1), dim=1))
-    assert "✅ Exercise 7.1" in capsys.readouterr().out
-    with pytest.raises(CheckFailed, match="wrong shape"):  # chunks of width n_heads, not n_heads chunks
-        check_split_heads(lambda x, n_heads: torch.stack(x.split(n_heads, dim=-1), dim=1))
-    with pytest.raises(CheckFailed, match="changed its `x` in place"):
-        check_split_heads(lambda x, n_heads: split_with_chunks(x.mul_(2.0), n_heads))
-
-
-def test_7_2_second_review(capsys):
-    check_merge_heads(lambda x: x.transpose(1, 2).contiguous().view(x.shape[0], x.shape[2], -1))
-    assert "✅ Exercise 7.2" in capsys.readouterr().out
-    # squeeze() drops a batch and a length of 1: the old check never had both at once
-    with pytest.raises(CheckFailed,
-                       match=r"inputs \(shape \(1, \d, 1, \d\)\): wrong shape: expected \(1, 1, \d+\)"):
-        check_merge_heads(lambda x: merge_with_cat(x).squeeze())
-    with pytest.raises(CheckFailed, match="values are wrong"):  # head-major inside each column block
-        check_merge_heads(lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1))
 
 
 def heads_loop_runs_the_module(mha, query, key, value, mask=None):
@@ -325,10 +225,131 @@ def test_7_4_second_review(capsys):
             [p.weight.T for p in (mha.q_proj, mha.k_proj, mha.v_proj)])), t)[1])(to_torch_state_dict(mha)))
 
 
-@pytest.mark.parametrize("answer, verdict", [
-    (4 * (64 * 64 + 64) // 8, "is not right"),  # one head's share
-    ("16640", "must be a whole number .* got a str"),
+# --- 7.1 the rank of one head ----------------------------------------------------------------
+
+RANKS = {1: 16, 2: 8, 4: 4, 8: 2, 16: 1}
+
+
+def test_7_1_records_a_dict_of_whole_numbers(capsys):
+    check_rank_prediction_recorded({h: 16 for h in RANKS})  # wrong, but a prediction
+    assert "✅ Exercise 7.1 (prediction): recorded ranks" in capsys.readouterr().out
+    for prediction, verdict in [(..., "replace the ..."), ({1: 16, 2: 8}, "must be a dict"),
+                                ({**RANKS, 4: 4.0}, r"`predicted_ranks`\[4\] must be a whole")]:
+        with pytest.raises(CheckFailed, match=verdict):
+            check_rank_prediction_recorded(prediction)
+
+
+def test_7_1_passes_matrix_rank_tensors_and_numpy(capsys):
+    measured = {h: torch.linalg.matrix_rank(torch.eye(r, dtype=torch.float64))
+                for h, r in RANKS.items()}  # 0-d int64 tensors, as matrix_rank gives
+    check_rank_prediction({h: np.int64(r) for h, r in RANKS.items()}, measured)
+    assert "✅ Exercise 7.1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("predicted, measured, verdict", [
+    # heads do not change a head's rank: "the scores are 32 x 32"
+    ({h: 32 for h in RANKS}, RANKS, r"the predicted rank for 1 head is 32, off by \+16; "
+                                    r"the predicted rank for 2 heads is 32, off by \+24"),
+    # the rank of the whole layer (all heads together), not of one head
+    ({h: 16 for h in RANKS}, RANKS, r"^[^;]*the predicted rank for 2 heads is 16, off by \+8"),
+    # measured in float32 on softmaxed weights: full rank
+    (RANKS, {h: 32 for h in RANKS}, r"the measured rank for 1 head is 32, off by \+16"),
 ])
-def test_7_5_second_review(answer, verdict):
+def test_7_1_rejects_wrong_ranks(predicted, measured, verdict):
     with pytest.raises(CheckFailed, match=verdict):
-        check_parameter_count(answer)
+        check_rank_prediction(predicted, measured)
+
+
+# --- 7.2 heads that mix their positions ------------------------------------------------------
+
+
+def batched_as_given(mha, query, key, value, fix_split=False, fix_scale=False):
+    batch, n_queries, width = query.shape
+    n_heads, head_dim = mha.n_heads, mha.head_dim
+
+    def split(x):
+        if fix_split:
+            return x.view(batch, x.shape[1], n_heads, head_dim).transpose(1, 2)
+        return x.view(batch, n_heads, -1, head_dim)
+
+    q, k, v = split(mha.q_proj(query)), split(mha.k_proj(key)), split(mha.v_proj(value))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(head_dim if fix_scale else width)
+    weights = torch.softmax(scores, dim=-1)
+    return mha.out_proj((weights @ v).transpose(1, 2).reshape(batch, n_queries, width))
+
+
+def batched_with_package(mha, query, key, value):
+    """Correct, written differently: unflatten, movedim and the package's attention."""
+    def split(x):
+        return x.unflatten(-1, (mha.n_heads, mha.head_dim)).movedim(-2, 1)
+
+    out, _ = scaled_dot_product_attention(split(mha.q_proj(query)), split(mha.k_proj(key)),
+                                          split(mha.v_proj(value)))
+    return mha.out_proj(out.movedim(1, -2).flatten(-2))
+
+
+def batched_with_einsum(mha, query, key, value):
+    """Correct, written differently: einsum over named heads."""
+    h, d = mha.n_heads, mha.head_dim
+    q = mha.q_proj(query).unflatten(-1, (h, d))
+    k = mha.k_proj(key).unflatten(-1, (h, d))
+    v = mha.v_proj(value).unflatten(-1, (h, d))
+    weights = torch.softmax(torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d), dim=-1)
+    return mha.out_proj(torch.einsum("bhqk,bkhd->bqhd", weights, v).flatten(-2))
+
+
+@pytest.mark.parametrize("student", [
+    batched_with_package, batched_with_einsum,
+    lambda *args: batched_as_given(*args, fix_split=True, fix_scale=True)])
+def test_7_2_passes_correct_answers_written_differently(student, capsys):
+    check_batched_heads(student)
+    assert "✅ Exercise 7.2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fixes, verdict", [
+    ({}, "values are wrong"),  # as given
+    ({"fix_scale": True}, "values are wrong"),  # the split left wrong
+    ({"fix_split": True}, "values are wrong"),  # the scale left wrong
+])
+def test_7_2_rejects_each_bug_left_in(fixes, verdict):
+    with pytest.raises(CheckFailed, match=verdict):
+        check_batched_heads(lambda *args: batched_as_given(*args, **fixes))
+
+
+def test_7_2_rejects_running_the_module():
+    with pytest.raises(CheckFailed, match=r"runs the module itself"):
+        check_batched_heads(lambda mha, q, k, v: mha(q, k, v)[0])
+
+
+# --- 7.5 PyTorch's parameter count ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("student", [
+    lambda e, h, k, v: 2 * e * e + e * (k + v) + 4 * e,
+    lambda e, h, k, v: e * (2 * e + k + v + 4),
+    lambda e, h, k, v: np.int64(e * (2 * e + k + v + 4)),
+])
+def test_7_5_passes_formulas_written_differently(student, capsys):
+    check_torch_parameter_count(student)
+    assert "✅ Exercise 7.5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("student, verdict", [
+    # kdim and vdim ignored: the count for kdim = vdim = embed_dim
+    (lambda e, h, k, v: 4 * e * e + 4 * e,
+     r"torch_parameter_count\(8, 2, 4, 6\) gives 288, but the module has 240 parameters "
+     r"\(48 more\)"),
+    # no biases
+    (lambda e, h, k, v: 2 * e * e + e * (k + v),
+     r"torch_parameter_count\(8, 2, 8, 8\) gives 256, but the module has 288 .*32 fewer"),
+    # the projections write kdim and vdim numbers instead of embed_dim
+    (lambda e, h, k, v: 2 * e * e + k * k + v * v + 2 * e + k + v,
+     r"torch_parameter_count\(8, 2, 4, 6\)"),
+    # per head
+    (lambda e, h, k, v: h * (2 * e * e + e * (k + v) + 4 * e),
+     r"torch_parameter_count\(8, 2, 8, 8\) gives 576"),
+    (lambda e, h, k, v: float(e * (2 * e + k + v + 4)), "return a whole number"),
+])
+def test_7_5_rejects_wrong_formulas(student, verdict):
+    with pytest.raises(CheckFailed, match=verdict):
+        check_torch_parameter_count(student)

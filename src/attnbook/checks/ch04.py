@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -16,92 +18,229 @@ import torch
 from attnbook.attention import causal_mask, masked_softmax, padding_mask, scaled_dot_product_attention
 from attnbook.checks.core import (
     CheckFailed,
+    _snapshot,
+    call_student,
     compare_gradients,
     compare_with_reference,
     in_turn,
     random_size,
-    require_dtype,
+    unchanged_inputs,
+    verdict,
 )
+
+# --- Numbers the student writes down ---------------------------------------------------------
+
+def as_number(value, whole: bool):
+    """A Python number from an int, a float, a NumPy scalar or a 0-d tensor; None if it
+    is none of these (or not a whole number where one is asked for). (A candidate for
+    checks.core: ch08 has the same helper.)"""
+    if torch.is_tensor(value):
+        if value.dim() != 0:
+            return None
+        if whole and (value.is_floating_point() or value.is_complex()):
+            return None
+        value = value.item()
+    elif hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):
+        try:
+            value = value.item()  # a NumPy scalar
+        except (TypeError, ValueError):
+            return None
+    if isinstance(value, bool):
+        return None
+    if whole:
+        return int(value) if isinstance(value, numbers.Integral) else None
+    return float(value) if isinstance(value, numbers.Real) else None
+
+
+def recorded(name: str, predictions: dict[str, object], whole: bool = True) -> dict:
+    """The first step of a predict-then-measure exercise: every prediction is written
+    down, as a number (a whole one if `whole`). Says nothing about whether it is right."""
+    values = {}
+    for label, value in predictions.items():
+        if value is ...:
+            raise CheckFailed(f"{name}: replace the ... in `{label}` with your prediction")
+        number = as_number(value, whole)
+        if number is None:
+            kind = "a whole number (an int)" if whole else "a number"
+            raise CheckFailed(f"{name}: `{label}` must be {kind}, got {_short(value)}")
+        values[label] = number
+    return values
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def compare_prediction(name: str, truths: dict[str, tuple[str, str, object]],
+                       whole: bool = True, rel_tol: float = 0.0) -> None:
+    """Compare predictions and measurements with the truth: `truths` is
+    {description: (predicted value, measured value, true value)}. Every wrong number is
+    named, with how far off it is, in one line (`rel_tol` of the truth is allowed)."""
+    problems = []
+    for description, (predicted, measured, truth) in truths.items():
+        for adjective, value in (("predicted", predicted), ("measured", measured)):
+            off = value - truth
+            if abs(off) > rel_tol * abs(truth):
+                how = f"off by {off:+d}" if whole else f"off by {off:+.4g}"
+                problems.append(f"the {adjective} {description} is {value:g}, {how}")
+    if problems:
+        raise CheckFailed(f"{name}: " + "; ".join(problems))
+
+
+def compare_named_cases(student: Callable, reference: Callable, cases: list[tuple[str, tuple]],
+                        name: str, atol: float, rtol: float,
+                        arg_names: tuple[str, ...], item_names: tuple[str, ...] | None = None) -> None:
+    """core.compare_cases with `item_names` (which core.compare_cases lacks): the verdict
+    names "the output (item 0)" rather than "item 0". Prints nothing when right. (A
+    candidate for checks.core: an `item_names` argument to compare_cases.)"""
+    for description, inputs in cases:
+        expected = reference(*_snapshot(inputs))
+        before = _snapshot(inputs)
+        got = call_student(student, inputs, name, case=description)
+        unchanged_inputs(before, inputs, name, description, arg_names)
+        problem = verdict(got, expected, atol, rtol, item_names)
+        if problem:
+            raise CheckFailed(f"{name}: {description}: {problem}")
+
 
 # --- Exercise 4.1 ---------------------------------------------------------------------------
 
-def _regression_problem(n_query: tuple[int, int], n_train: tuple[int, int]):
-    def make(generator: torch.Generator):
-        q, n = random_size(generator, *n_query), random_size(generator, *n_train)
-        x_query = torch.rand(q, generator=generator, dtype=torch.float64) * 5
-        x_train = torch.rand(n, generator=generator, dtype=torch.float64) * 5
-        y_train = torch.randn(n, generator=generator, dtype=torch.float64)
-        bandwidth = float(torch.rand(1, generator=generator)) * 1.3 + 0.2  # in [0.2, 1.5]
-        return x_query, x_train, y_train, bandwidth
-    return make
+def reference_temperature_for(delta, p, n):
+    """The temperature at which one key that scores `delta` above n - 1 tied others gets
+    weight p: p = e^(delta/tau) / (e^(delta/tau) + n - 1)."""
+    return delta / math.log(p * (n - 1) / (1 - p))
 
 
-def reference_nadaraya_watson(x_query, x_train, y_train, bandwidth):
-    """Nadaraya-Watson with a Gaussian kernel, as scaled dot-product attention:
-    -(x - x_i)^2 / 2h^2 = [x, 1] . [x_i / h^2, -x_i^2 / 2h^2] - x^2 / 2h^2, and the
-    last term, the same for every key, cancels in the softmax."""
-    q = torch.stack([x_query, torch.ones_like(x_query)], dim=-1)  # (Q, 2)
-    k = torch.stack([x_train / bandwidth**2, -x_train**2 / (2 * bandwidth**2)], dim=-1)  # (N, 2)
-    output, _ = scaled_dot_product_attention(q, k, y_train[:, None], scale=1.0)  # (Q, 1)
-    return output[:, 0]
+def _top_weight(delta: float, tau: float, n: int) -> float:
+    scores = torch.zeros(n, dtype=torch.float64)
+    scores[0] = delta
+    return float(torch.softmax(scores / tau, dim=0)[0])
 
 
-def check_nadaraya_watson(student_fn) -> None:
-    """Exercise 4.1: kernel regression with a Gaussian kernel.
+def check_temperature_for(student_fn) -> None:
+    """Exercise 4.1: the temperature at which the top key of n (delta above the n - 1
+    others, which tie) gets weight p, for 1/n < p < 1.
 
-    float64 inputs with Q and N from 1 to 12 (one query, one training point, and
-    unequal sizes) and bandwidths in [0.2, 1.5]; within 1e-8 + 1e-6 * |expected|.
+    Fixed cases first (two keys, p near 1/n and near 1, n = 32, a gap below 1 and one
+    in the hundreds), then 30 random (delta, p, n); the answer is a number (a float,
+    a NumPy scalar or a 0-d tensor) within a relative 1e-6 of the true temperature.
+    The verdict also says which weight the student's temperature really gives.
     """
-    cases = in_turn(_regression_problem((2, 9), (2, 12)), _regression_problem((1, 1), (3, 12)),
-                    _regression_problem((2, 9), (1, 1)), _regression_problem((2, 9), (2, 12)))
-    compare_with_reference(student_fn, reference_nadaraya_watson, cases, trials=6,
-                           name="Exercise 4.1 (nadaraya_watson)", atol=1e-8, rtol=1e-6,
-                           arg_names=("x_query", "x_train", "y_train", "bandwidth"))
+    name = "Exercise 4.1 (temperature_for)"
+    cases = [(1.0, 0.75, 2), (2.0, 0.9, 2), (3.0, 0.5, 5), (0.5, 0.3, 4), (10.0, 0.99, 32),
+             (250.0, 0.6, 8), (1.0, 0.1, 16)]
+    generator = torch.Generator().manual_seed(41)
+    for _ in range(30):
+        n = random_size(generator, 2, 64)
+        delta = float(torch.rand(1, generator=generator)) * 20 + 0.05
+        p = 1 / n + (1 - 1 / n) * (0.02 + 0.96 * float(torch.rand(1, generator=generator)))
+        cases.append((delta, p, n))
+    for delta, p, n in cases:
+        case = f"temperature_for({delta:.4g}, {p:.4g}, {n})"
+        got = call_student(student_fn, (delta, p, n), name, case=case)
+        tau = as_number(got, whole=False)
+        if tau is None:
+            raise CheckFailed(f"{name}: {case} returned {_short(got)}; return one number")
+        truth = reference_temperature_for(delta, p, n)
+        if not math.isclose(tau, truth, rel_tol=1e-6):
+            if tau > 0 and math.isfinite(tau):
+                gives = f"at that temperature the top key gets weight {_top_weight(delta, tau, n):.4g}"
+            else:
+                gives = "a temperature must be positive and finite"
+            raise CheckFailed(f"{name}: {case} gives {tau:.6g}, but the answer is {truth:.6g}: "
+                              f"{gives}, not {p:.4g}")
+    print(f"✅ {name}: right in all {len(cases)} cases.")
 
 
-# --- Exercises 4.2 and 4.3 ------------------------------------------------------------------
+# --- Exercise 4.2 ---------------------------------------------------------------------------
 
-def _lengths(longest_is_max_len: bool):
-    def make(generator: torch.Generator):
-        batch, max_len = random_size(generator, 2, 5), random_size(generator, 2, 8)
-        if longest_is_max_len:
-            lengths = torch.randint(0, max_len + 1, (batch,), generator=generator)
-            lengths[0] = max_len  # one sequence with no padding at all
-        else:  # every sequence is padded: max_len is more than the longest length
-            lengths = torch.randint(0, max_len, (batch,), generator=generator)
-            lengths[-1] = 0  # and one is all padding
-        return lengths, max_len
-    return make
+MASK_LENGTHS, MASK_PADDED = (5, 2, 1), 5
 
 
-def _one_sequence(generator: torch.Generator):
-    max_len = random_size(generator, 1, 6)
-    return torch.randint(0, max_len + 1, (1,), generator=generator), max_len
+def _mask_truth() -> tuple[int, int]:
+    lengths = torch.tensor(MASK_LENGTHS)
+    mask = padding_mask(lengths, MASK_PADDED)[:, None, :] & causal_mask(MASK_PADDED)
+    return int(mask.sum()), int((mask.sum(dim=-1) == 1).sum())
 
 
-def check_padding_mask(student_fn) -> None:
-    """Exercise 4.2: True at the real positions of each padded sequence.
+def check_mask_prediction_recorded(predicted_allowed, predicted_single) -> None:
+    """Exercise 4.2, first step: both predictions are whole numbers. Says nothing about
+    whether they are right: that comes after the measurement."""
+    name = "Exercise 4.2 (prediction)"
+    values = recorded(name, {"predicted_allowed": predicted_allowed,
+                             "predicted_single": predicted_single})
+    print(f"✅ {name}: recorded {values['predicted_allowed']} allowed pairs and "
+          f"{values['predicted_single']} rows that see one key. Now measure.")
 
-    Batches where the longest sequence fills `max_len` and batches where every
-    sequence is padded (so `max_len` matters), lengths 0, a batch of one. The
-    result must be a boolean tensor; it is compared exactly.
+
+def check_mask_prediction(predicted_allowed, predicted_single, measured_allowed,
+                          measured_single) -> None:
+    """Exercise 4.2: for lengths (5, 2, 1) padded to 5, the padding mask (on keys) and the
+    causal mask combined, (3, 5, 5): how many (query, key) pairs are allowed, and how
+    many query rows see exactly one key. Whole numbers (ints, NumPy integers or integer
+    0-d tensors), compared exactly; predictions and measurements alike."""
+    name = "Exercise 4.2 (how much may the queries see?)"
+    given = {"predicted_allowed": predicted_allowed, "predicted_single": predicted_single,
+             "measured_allowed": measured_allowed, "measured_single": measured_single}
+    values = recorded(name, given)
+    allowed, single = _mask_truth()
+    compare_prediction(name, {
+        "number of allowed pairs": (values["predicted_allowed"], values["measured_allowed"],
+                                    allowed),
+        "number of rows that see one key": (values["predicted_single"],
+                                            values["measured_single"], single)})
+    print(f"✅ {name}: prediction and measurement both right ({allowed} of "
+          f"{len(MASK_LENGTHS) * MASK_PADDED ** 2} pairs allowed; {single} rows see one key).")
+
+
+# --- Exercise 4.3 ---------------------------------------------------------------------------
+
+def reference_padded_attention(q, k, v, lengths):
+    """Attention over the first lengths[b] keys of each sequence b."""
+    keys_are_real = padding_mask(lengths, k.shape[-2])[:, None, :]  # (B, 1, Lk)
+    return scaled_dot_product_attention(q, k, v, keys_are_real)
+
+
+def _padded_case(batch: int, n_queries: int, n_keys: int, d: int, dv: int,
+                 lengths: list[int], seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, n_queries, d, generator=generator, dtype=torch.float64)
+    k = torch.randn(batch, n_keys, d, generator=generator, dtype=torch.float64)
+    v = torch.randn(batch, n_keys, dv, generator=generator, dtype=torch.float64)
+    description = (f"with q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} and "
+                   f"lengths {lengths}")
+    return description, (q, k, v, torch.tensor(lengths))
+
+
+def check_padded_attention(student_fn) -> None:
+    """Exercise 4.3: attention that ignores each sequence's padded keys, returning
+    (output, weights).
+
+    float64; a batch without padding, partly padded batches with lengths down to 1, a
+    batch of one, more keys than queries and fewer, d != dv; values and weights within
+    1e-8 + 1e-6 * |expected|.
     """
-    name = "Exercise 4.2 (padding_mask)"
-    run = require_dtype(student_fn, torch.bool, name, "comparisons such as < or <= give one")
-    compare_with_reference(run, padding_mask, in_turn(_lengths(True), _lengths(False), _one_sequence),
-                           name=name, trials=6, arg_names=("lengths", "max_len"))
+    name = "Exercise 4.3 (padded_attention)"
+    cases = [_padded_case(2, 3, 4, 5, 2, [4, 4], 0),
+             _padded_case(3, 4, 6, 3, 5, [6, 2, 4], 1),
+             _padded_case(2, 5, 3, 4, 3, [1, 3], 2),
+             _padded_case(1, 2, 7, 6, 1, [3], 3),
+             _padded_case(3, 6, 6, 2, 4, [5, 1, 6], 4)]
 
+    def reference(q, k, v, lengths):
+        return reference_padded_attention(q, k, v, lengths)
 
-def check_causal_mask(student_fn) -> None:
-    """Exercise 4.3: True where query i may see key j, that is j <= i.
+    def run(q, k, v, lengths):
+        result = student_fn(q, k, v, lengths)
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            raise CheckFailed(f"{name}: return (output, weights), got "
+                              f"{_short(result) if not torch.is_tensor(result) else 'one tensor'}")
+        return tuple(result)
 
-    n = 1, 2 and random n up to 9; a boolean tensor, compared exactly.
-    """
-    name = "Exercise 4.3 (causal_mask)"
-    run = require_dtype(student_fn, torch.bool, name, "comparisons such as < or <= give one")
-    compare_with_reference(run, causal_mask,
-                           in_turn(lambda g: (1,), lambda g: (2,), lambda g: (random_size(g, 3, 9),)),
-                           name=name, trials=5, arg_names=("n",))
+    compare_named_cases(run, reference, cases, name=name, atol=1e-8, rtol=1e-6,
+                        arg_names=("q", "k", "v", "lengths"), item_names=("output", "weights"))
+    print(f"✅ {name}: outputs and weights correct in all {len(cases)} cases.")
 
 
 # --- Exercise 4.4 ---------------------------------------------------------------------------
@@ -254,5 +393,8 @@ def check_softmax_with_temperature(student_fn) -> None:
                            atol=1e-10, rtol=1e-8, arg_names=("logits", "temperature"))
 
 
-__all__ = ["check_nadaraya_watson", "check_padding_mask", "check_causal_mask",
-           "check_masked_attention", "check_softmax_with_temperature"]
+__all__ = ["check_temperature_for", "check_mask_prediction_recorded", "check_mask_prediction",
+           "check_padded_attention", "check_masked_attention",
+           "check_softmax_with_temperature", "as_number", "recorded", "compare_prediction",
+           "compare_named_cases",
+           "reference_temperature_for", "reference_padded_attention"]

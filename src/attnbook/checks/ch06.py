@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from attnbook.checks.core import CheckFailed, compare_with_reference, in_turn, random_size
-from attnbook.positional import alibi_bias, alibi_slopes, apply_rope, sinusoidal_encoding
-
-
-def _table_sizes(n_positions: tuple[int, int], half_width: tuple[int, int]):
-    def make(generator: torch.Generator):
-        return random_size(generator, *n_positions), 2 * random_size(generator, *half_width)
-    return make
-
-
-def check_sinusoidal_table(student_fn) -> None:
-    """Exercise 6.1: the float32 (n_positions, d_model) sinusoidal table.
-
-    Up to 60 positions and widths up to 32 (one position, width 2 too); within
-    1e-5 + 1e-4 * |expected|, which float32 arithmetic meets.
-    """
-    cases = in_turn(_table_sizes((2, 60), (2, 16)), _table_sizes((1, 1), (1, 4)),
-                    _table_sizes((2, 60), (1, 1)), _table_sizes((30, 60), (8, 16)))
-    compare_with_reference(student_fn, sinusoidal_encoding, cases, trials=6,
-                           name="Exercise 6.1 (sinusoidal_table)", arg_names=("n_positions", "d_model"))
+from attnbook.checks.ch04 import as_number, compare_prediction, recorded
+from attnbook.checks.core import (
+    CheckFailed,
+    _describe,
+    call_student,
+    compare_with_reference,
+    in_turn,
+    random_size,
+)
+from attnbook.positional import alibi_bias, apply_rope
 
 
 def _rope_inputs(leading: tuple[int, ...], dtype: torch.dtype):
@@ -48,37 +40,6 @@ def check_rope(student_fn) -> None:
                            arg_names=("x", "positions"))
 
 
-def _as_tensor(student_fn, name: str):
-    def run(*args):
-        result = student_fn(*args)
-        if isinstance(result, (list, tuple)):
-            try:
-                result = torch.tensor(result, dtype=torch.float64)
-            except (TypeError, ValueError, RuntimeError) as error:
-                raise CheckFailed(f"{name}: on inputs ({args[0]}), your function returned a "
-                                  f"{type(result).__name__} that is not a flat list of numbers "
-                                  f"({' '.join(str(error).split())})") from None
-        if not torch.is_tensor(result):
-            raise CheckFailed(f"{name}: expected a tensor (or a list of numbers), "
-                              f"got a {type(result).__name__}")
-        if not result.is_floating_point():
-            raise CheckFailed(f"{name}: expected floats, got a tensor of dtype {result.dtype}")
-        return result.double()
-    return run
-
-
-def check_alibi_slopes(student_fn) -> None:
-    """Exercise 6.3: one slope per head, including head counts that are not powers of two.
-
-    1, 2, 3, 6, 8 and 12 heads, then random counts up to 24; a 1-D float tensor (any
-    float dtype) or a list of floats, within 1e-5 + 1e-4 * |expected|.
-    """
-    name = "Exercise 6.3 (slopes)"
-    fixed = [lambda g, n=n: (n,) for n in (1, 2, 3, 6, 8, 12)]
-    cases = in_turn(*fixed, *[lambda g: (random_size(g, 1, 24),)] * 4)
-    compare_with_reference(_as_tensor(student_fn, name), alibi_slopes, cases, name=name, trials=10)
-
-
 def _bias_sizes(extra_keys: tuple[int, int], n_queries: tuple[int, int] = (2, 8)):
     def make(generator: torch.Generator):
         lq = random_size(generator, *n_queries)
@@ -87,7 +48,8 @@ def _bias_sizes(extra_keys: tuple[int, int], n_queries: tuple[int, int] = (2, 8)
 
 
 def check_alibi_bias(student_fn) -> None:
-    """Exercise 6.4: the float32 (H, Lq, Lk) bias -slope_h * |i - j|, queries at the last positions.
+    """Exercise 6.4: the fixed ALiBi bias, float32 (H, Lq, Lk) -slope_h * |i - j|, with the
+    queries at the last positions.
 
     As many keys as queries and more keys than queries (a cache), a single query,
     2 to 8 heads; within 1e-5 + 1e-4 * |expected|.
@@ -98,4 +60,157 @@ def check_alibi_bias(student_fn) -> None:
                            arg_names=("n_heads", "n_queries", "n_keys"))
 
 
-__all__ = ["check_sinusoidal_table", "check_rope", "check_alibi_slopes", "check_alibi_bias"]
+# --- Exercise 6.1 ---------------------------------------------------------------------------
+
+ALIBI_HEADS, ALIBI_SHARE = 8, 0.01
+
+
+def alibi_reach(head: int) -> int:
+    """The smallest distance at which ALiBi alone (equal raw scores) gives a key less than
+    1% of the weight of the query's own position, for head `head` of 8."""
+    bias = alibi_bias(ALIBI_HEADS, 1, 2000, dtype=torch.float64)[head, 0].flip(0)  # distance 0..
+    return int((torch.exp(bias) < ALIBI_SHARE).nonzero()[0])
+
+
+def check_reach_prediction_recorded(predicted_reach_2, predicted_reach_7) -> None:
+    """Exercise 6.1, first step: both predictions are whole numbers. Says nothing about
+    whether they are right: that comes after the measurement."""
+    name = "Exercise 6.1 (prediction)"
+    values = recorded(name, {"predicted_reach_2": predicted_reach_2,
+                             "predicted_reach_7": predicted_reach_7})
+    print(f"✅ {name}: recorded distances {values['predicted_reach_2']} and "
+          f"{values['predicted_reach_7']}. Now measure.")
+
+
+def check_reach_prediction(predicted_reach_2, predicted_reach_7, measured_reach_2,
+                           measured_reach_7) -> None:
+    """Exercise 6.1: for heads 2 and 7 of 8 ALiBi heads (slopes 2^-3 and 2^-8), the smallest
+    distance between query and key at which the bias alone leaves the key less than 1% of
+    the weight of the query's own position. Whole numbers (ints, NumPy integers or
+    integer 0-d tensors), compared exactly; predictions and measurements alike."""
+    name = "Exercise 6.1 (how far ALiBi looks)"
+    values = recorded(name, {"predicted_reach_2": predicted_reach_2,
+                             "predicted_reach_7": predicted_reach_7,
+                             "measured_reach_2": measured_reach_2,
+                             "measured_reach_7": measured_reach_7})
+    truth = {head: alibi_reach(head) for head in (2, 7)}
+    compare_prediction(name, {
+        f"distance for head {head}": (values[f"predicted_reach_{head}"],
+                                      values[f"measured_reach_{head}"], truth[head])
+        for head in (2, 7)})
+    print(f"✅ {name}: prediction and measurement both right (distance {truth[2]} for head "
+          f"2, {truth[7]} for head 7).")
+
+
+# --- Exercise 6.3 ---------------------------------------------------------------------------
+
+def reference_rope_score(q: torch.Tensor, k: torch.Tensor, offset: int) -> torch.Tensor:
+    """q . k after rotating q to position m and k to position n, for m - n = offset
+    (here m = offset + 7 and n = 7; any pair gives the same score)."""
+    n = 7
+    q_m = apply_rope(q[None], torch.tensor([offset + n]))[0]
+    k_n = apply_rope(k[None], torch.tensor([n]))[0]
+    return q_m @ k_n
+
+
+def _score_cases() -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    generator = torch.Generator().manual_seed(63)
+    shapes = [(2, 3), (4, 0), (8, 1), (8, -1), (16, 5), (16, -37), (64, 1000), (6, -2)]
+    cases = []
+    for d, offset in shapes:
+        q = torch.randn(d, generator=generator, dtype=torch.float64)
+        k = torch.randn(d, generator=generator, dtype=torch.float64)
+        cases.append((q, k, offset))
+    for _ in range(12):
+        d = 2 * random_size(generator, 1, 16)
+        q = torch.randn(d, generator=generator, dtype=torch.float64)
+        k = torch.randn(d, generator=generator, dtype=torch.float64)
+        cases.append((q, k, random_size(generator, -200, 200)))
+    return cases
+
+
+def check_rope_score(student_fn) -> None:
+    """Exercise 6.3: q_m . k_n under RoPE as a function of q, k and the offset m - n alone.
+
+    float64 q and k of widths 2 to 64, offsets 0, +-1, small, negative and 1,000, then 12
+    random ones; a number (float, 0-d tensor or NumPy scalar) within 1e-8 + 1e-6 *
+    |expected| of the score of the rotated vectors. The caller's q and k must come back
+    unchanged.
+    """
+    name = "Exercise 6.3 (rope_score)"
+    cases = _score_cases()
+    for q, k, offset in cases:
+        case = f"with d = {q.shape[0]} and offset m - n = {offset}"
+        before = (q.clone(), k.clone())
+        got = call_student(student_fn, (q, k, offset), name, case=case)
+        if not (torch.equal(before[0], q) and torch.equal(before[1], k)):
+            changed = "`q`" if not torch.equal(before[0], q) else "`k`"
+            raise CheckFailed(f"{name}: {case}, your function changed its {changed} in place; "
+                              "the caller's tensors must be left as they were (work on a copy)")
+        if torch.is_tensor(got) and got.numel() == 1 and got.dim() > 0:
+            raise CheckFailed(f"{name}: {case}, return one number (a 0-d tensor or a float), "
+                              f"got a tensor of shape {tuple(got.shape)}")
+        score = as_number(got, whole=False)
+        if score is None:
+            raise CheckFailed(f"{name}: {case}, return one number, got {_describe(got)}")
+        truth = float(reference_rope_score(q, k, offset))
+        if not math.isfinite(score) or abs(score - truth) > 1e-8 + 1e-6 * abs(truth):
+            raise CheckFailed(f"{name}: {case}: expected {truth:.6g}, got {score:.6g}")
+    print(f"✅ {name}: right in all {len(cases)} cases.")
+
+
+# --- Exercise 6.5 ---------------------------------------------------------------------------
+
+ROPE_BASES, ROPE_WIDTH = (100, 10_000, 1_000_000), 64
+
+
+def rope_half_distance(base: float) -> int:
+    """The smallest offset at which the RoPE score of q = k = ones(64) falls below half its
+    value at offset 0."""
+    length = 2000
+    ones = torch.ones(length, ROPE_WIDTH, dtype=torch.float64)
+    rotated = apply_rope(ones, torch.arange(length), base=float(base))  # (L, d), k at 0..L-1
+    scores = rotated @ torch.ones(ROPE_WIDTH, dtype=torch.float64)      # q at position 0
+    return int((scores < scores[0] / 2).nonzero()[0])
+
+
+def check_rope_base_experiment(half_distance, slower_with_larger_base) -> None:
+    """Exercise 6.5: for RoPE bases 100, 10,000 and 1,000,000, the smallest offset at which
+    the score of q = k = ones(64) falls below half its value at offset 0
+    (`half_distance`, a dict {base: whole number}, compared exactly), and the conclusion
+    `slower_with_larger_base` (a bool), compared with what those numbers show."""
+    name = "Exercise 6.5 (RoPE's base)"
+    if half_distance is ... or slower_with_larger_base is ...:
+        raise CheckFailed(f"{name}: replace the ... with your measurements and your conclusion")
+    if not isinstance(half_distance, dict) or set(half_distance) != set(ROPE_BASES):
+        raise CheckFailed(f"{name}: half_distance must be a dict with the keys "
+                          f"{list(ROPE_BASES)} and nothing else")
+    problems = []
+    measured = {}
+    for base in ROPE_BASES:
+        value = as_number(half_distance[base], whole=True)
+        if value is None:
+            raise CheckFailed(f"{name}: half_distance[{base}] must be a whole number, got "
+                              f"{half_distance[base]!r}")
+        truth = rope_half_distance(base)
+        measured[base] = value
+        if value != truth:
+            problems.append(f"half_distance[{base}] is {value}, off by {value - truth:+d}")
+    if problems:
+        raise CheckFailed(f"{name}: " + "; ".join(problems) + " (the first offset at which "
+                          "the score is below half of the score at offset 0)")
+    if not isinstance(slower_with_larger_base, bool):
+        raise CheckFailed(f"{name}: slower_with_larger_base must be True or False, got "
+                          f"{slower_with_larger_base!r}")
+    values = [measured[base] for base in ROPE_BASES]
+    shows = all(a < b for a, b in zip(values, values[1:]))
+    if slower_with_larger_base != shows:
+        raise CheckFailed(f"{name}: your measurements are right, but your conclusion "
+                          f"({slower_with_larger_base}) is not what they show: the half "
+                          f"distances are {values} for bases {list(ROPE_BASES)}")
+    print(f"✅ {name}: measurements and conclusion right (half distances {values}).")
+
+
+__all__ = ["check_reach_prediction_recorded", "check_reach_prediction", "check_rope",
+           "check_rope_score", "check_alibi_bias", "check_rope_base_experiment",
+           "alibi_reach", "reference_rope_score", "rope_half_distance"]

@@ -6,55 +6,15 @@ import torch
 from torch import nn
 
 from attnbook.attention import causal_mask
-from attnbook.checks.core import CheckFailed, check_answer, compare_with_reference, in_turn, random_size
-from attnbook.multihead import MultiHeadAttention, merge_heads, split_heads
-
-
-def _split_inputs(batch: tuple[int, int], length: tuple[int, int], heads: tuple[int, int]):
-    def make(generator: torch.Generator):
-        n_heads, head_dim = random_size(generator, *heads), random_size(generator, 1, 5)
-        x = torch.randn(random_size(generator, *batch), random_size(generator, *length), n_heads * head_dim,
-                        generator=generator)
-        return x, n_heads
-    return make
-
-
-def check_split_heads(student_fn) -> None:
-    """Exercise 7.1: (B, L, D) -> (B, H, L, D/H), within 1e-5 + 1e-4 * |expected|.
-
-    Batches, lengths and head counts of 2 and more (where a reshape without the
-    transpose gives wrong values), and sizes of 1.
-    """
-    cases = in_turn(_split_inputs((2, 3), (2, 6), (2, 4)), _split_inputs((1, 1), (1, 1), (1, 1)),
-                    _split_inputs((2, 3), (2, 6), (2, 4)), _split_inputs((1, 3), (1, 6), (1, 4)))
-    compare_with_reference(student_fn, split_heads, cases, trials=6,
-                           name="Exercise 7.1 (split_heads)", arg_names=("x", "n_heads"))
-
-
-def _merge_inputs(low: int):
-    def make(generator: torch.Generator):
-        shape = [random_size(generator, low, 3), random_size(generator, low, 4),
-                 random_size(generator, low, 6), random_size(generator, 1, 5)]
-        return (torch.randn(*shape, generator=generator),)
-    return make
-
-
-def _merge_ones(generator: torch.Generator):
-    """A batch of one and a length of one, with several heads (a squeeze() drops both)."""
-    n_heads, head_dim = random_size(generator, 2, 4), random_size(generator, 1, 5)
-    return (torch.randn(1, n_heads, 1, head_dim, generator=generator),)
-
-
-def check_merge_heads(student_fn) -> None:
-    """Exercise 7.2: (B, H, L, d) -> (B, L, H*d), within 1e-5 + 1e-4 * |expected|.
-
-    Batches, heads and lengths of 2 and more (where a reshape without the transpose
-    gives wrong values, and `view` after it fails), sizes of 1, and a batch and a
-    length of 1 together.
-    """
-    compare_with_reference(student_fn, merge_heads,
-                           in_turn(_merge_inputs(2), _merge_inputs(1), _merge_ones),
-                           trials=6, name="Exercise 7.2 (merge_heads)", arg_names=("x",))
+from attnbook.checks.ch04 import as_number, compare_prediction
+from attnbook.checks.core import (
+    CheckFailed,
+    call_student,
+    compare_with_reference,
+    in_turn,
+    random_size,
+)
+from attnbook.multihead import MultiHeadAttention, split_heads
 
 
 def _module_and_inputs(mask_kind: str):
@@ -161,12 +121,128 @@ def check_to_torch(student_fn) -> None:
                            in_turn(_module_and_inputs("none")), trials=5, name=name)
 
 
-def check_parameter_count(answer) -> None:
-    """Exercise 7.5: parameters of MultiHeadAttention(64, n_heads), for any n_heads; a Python int."""
-    expected = sum(p.numel() for p in MultiHeadAttention(64, 8).parameters())
-    check_answer(answer, expected, name="Exercise 7.5 (parameter count)",
-                 hint="Count the weights and biases of the four d_model x d_model projections.")
+# --- Exercise 7.1 ---------------------------------------------------------------------------
+
+RANK_WIDTH, RANK_LENGTH, RANK_HEADS = 16, 32, (1, 2, 4, 8, 16)
 
 
-__all__ = ["check_split_heads", "check_merge_heads", "check_heads_loop", "check_to_torch",
-           "check_parameter_count"]
+def head_score_rank(n_heads: int, seed: int = 0) -> int:
+    """The rank of head 0's (L, L) score matrix, before the softmax, in a random
+    MultiHeadAttention(16, n_heads) on 32 random positions (float64)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # leaves the caller's random state alone
+        torch.manual_seed(seed)
+        module = MultiHeadAttention(RANK_WIDTH, n_heads).double()
+    x = torch.randn(1, RANK_LENGTH, RANK_WIDTH, generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        q = split_heads(module.q_proj(x), n_heads)[0, 0]  # (L, d)
+        k = split_heads(module.k_proj(x), n_heads)[0, 0]
+        return int(torch.linalg.matrix_rank(q @ k.T))
+
+
+def _ranks(name: str, label: str, ranks) -> dict[int, int]:
+    if ranks is ...:
+        raise CheckFailed(f"{name}: replace the ... in `{label}` with a dict {{heads: rank}}")
+    if not isinstance(ranks, dict) or set(ranks) != set(RANK_HEADS):
+        raise CheckFailed(f"{name}: `{label}` must be a dict with the keys {list(RANK_HEADS)} "
+                          "(the numbers of heads) and nothing else")
+    values = {}
+    for heads in RANK_HEADS:
+        value = as_number(ranks[heads], whole=True)
+        if value is None:
+            raise CheckFailed(f"{name}: `{label}`[{heads}] must be a whole number, got "
+                              f"{ranks[heads]!r}")
+        values[heads] = value
+    return values
+
+
+def check_rank_prediction_recorded(predicted_ranks) -> None:
+    """Exercise 7.1, first step: a dict {heads: whole number} for 1, 2, 4, 8 and 16 heads.
+    Says nothing about whether it is right: that comes after the measurement."""
+    name = "Exercise 7.1 (prediction)"
+    values = _ranks(name, "predicted_ranks", predicted_ranks)
+    print(f"✅ {name}: recorded ranks {list(values.values())}. Now measure.")
+
+
+def check_rank_prediction(predicted_ranks, measured_ranks) -> None:
+    """Exercise 7.1: the rank of one head's (32, 32) score matrix QK^T in a random
+    MultiHeadAttention(16, H), for H = 1, 2, 4, 8, 16. Whole numbers (ints, NumPy
+    integers, integer 0-d tensors as torch.linalg.matrix_rank returns), compared exactly
+    with the rank of a fresh random module's scores (generically D / H)."""
+    name = "Exercise 7.1 (the rank of one head)"
+    predicted = _ranks(name, "predicted_ranks", predicted_ranks)
+    measured = _ranks(name, "measured_ranks", measured_ranks)
+    truth = {heads: head_score_rank(heads) for heads in RANK_HEADS}
+    compare_prediction(name, {f"rank for {heads} head{'s' if heads > 1 else ''}":
+                              (predicted[heads], measured[heads], truth[heads])
+                              for heads in RANK_HEADS})
+    print(f"✅ {name}: prediction and measurement both right (ranks "
+          f"{list(truth.values())} for {list(RANK_HEADS)} heads).")
+
+
+# --- Exercise 7.2 ---------------------------------------------------------------------------
+
+def check_batched_heads(student_fn) -> None:
+    """Exercise 7.2: the fixed batched multi-head attention, equal to mha(query, key,
+    value)[0] without a mask.
+
+    2 to 4 heads, batches of 1 to 3, key and value lengths that differ from the query's;
+    within 1e-5 + 1e-4 * |expected|. Running the module itself (mha(...)) is a verdict,
+    and so is changing its weights.
+    """
+    name = "Exercise 7.2 (batched_heads)"
+
+    def run(module, query, key, value, mask):
+        return student_fn(module, query, key, value)
+
+    student = _unchanged_module(_without_calling(run, name), name)
+    compare_with_reference(student, _module_output, in_turn(_module_and_inputs("none")),
+                           trials=6, name=name,
+                           arg_names=("mha", "query", "key", "value", "mask"))
+
+
+# --- Exercise 7.5 ---------------------------------------------------------------------------
+
+def _torch_sizes() -> list[tuple[int, int, int, int]]:
+    fixed = [(8, 2, 8, 8), (8, 2, 4, 6), (12, 3, 12, 5), (6, 1, 10, 6), (16, 4, 16, 16),
+             (9, 3, 2, 2), (10, 5, 3, 10)]
+    generator = torch.Generator().manual_seed(75)
+    drawn = []
+    for _ in range(10):
+        heads = random_size(generator, 1, 4)
+        drawn.append((heads * random_size(generator, 1, 6), heads,
+                      random_size(generator, 1, 20), random_size(generator, 1, 20)))
+    return fixed + drawn
+
+
+def torch_parameters(embed_dim: int, num_heads: int, kdim: int, vdim: int) -> int:
+    module = nn.MultiheadAttention(embed_dim, num_heads, kdim=kdim, vdim=vdim)
+    return sum(p.numel() for p in module.parameters())
+
+
+def check_torch_parameter_count(student_fn) -> None:
+    """Exercise 7.5: the number of parameters of nn.MultiheadAttention(embed_dim,
+    num_heads, kdim=kdim, vdim=vdim) (biases on), as a formula.
+
+    kdim and vdim equal to embed_dim (one stacked in_proj_weight) and not (three
+    matrices), one head and several, then 10 random sizes; a whole number, exact.
+    """
+    name = "Exercise 7.5 (torch_parameter_count)"
+    sizes = _torch_sizes()
+    for embed_dim, num_heads, kdim, vdim in sizes:
+        case = f"torch_parameter_count({embed_dim}, {num_heads}, {kdim}, {vdim})"
+        got = call_student(student_fn, (embed_dim, num_heads, kdim, vdim), name, case=case)
+        count = as_number(got, whole=True)
+        if count is None or torch.is_tensor(got):
+            raise CheckFailed(f"{name}: {case} returned {got!r}; return a whole number (int)")
+        truth = torch_parameters(embed_dim, num_heads, kdim, vdim)
+        if count != truth:
+            how = "more" if count > truth else "fewer"
+            raise CheckFailed(f"{name}: {case} gives {count:,}, but the module has "
+                              f"{truth:,} parameters ({abs(count - truth):,} {how})")
+    print(f"✅ {name}: right at all {len(sizes)} sizes.")
+
+
+__all__ = ["check_rank_prediction_recorded", "check_rank_prediction", "check_batched_heads",
+           "check_heads_loop", "check_to_torch", "check_torch_parameter_count",
+           "head_score_rank", "torch_parameters"]
