@@ -6,10 +6,11 @@ from attnbook.checks.ch01 import (
     check_accuracy_by_length,
     check_greedy_decode,
     check_last_real_state,
-    check_sequence_loss,
+    check_teacher_forcing_pair,
+    reference_teacher_forcing_pair,
 )
 from attnbook.seq2seq import greedy_decode, last_real_state
-from attnbook.train import accuracy_by_length, sequence_loss
+from attnbook.train import accuracy_by_length
 
 
 def make_pair(generator):
@@ -77,14 +78,14 @@ def test_check_answer(capsys):
 
 def test_chapter_1_checks_pass_the_reference_and_fail_wrong_answers():
     check_last_real_state(last_real_state)
-    check_sequence_loss(sequence_loss)
+    check_teacher_forcing_pair(reference_teacher_forcing_pair)
     check_greedy_decode(lambda *args: greedy_decode(*args)[0])
     check_accuracy_by_length(accuracy_by_length)
     with pytest.raises(CheckFailed, match="Exercise 1.1"):
         check_last_real_state(lambda outputs, lengths: outputs[:, -1])
     with pytest.raises(CheckFailed, match="Exercise 1.2"):
-        check_sequence_loss(lambda logits, targets, pad_id: torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1), targets.flatten()))
+        check_teacher_forcing_pair(lambda targets, bos_id, eos_id, pad_id:
+                                   reference_teacher_forcing_pair(targets, bos_id, pad_id, pad_id))
     with pytest.raises(CheckFailed, match="Exercise 1.3"):
         check_greedy_decode(lambda model, src, lengths, max_len: greedy_decode(
             model, src, lengths, max_len - 1)[0])

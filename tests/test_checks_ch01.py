@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from attnbook.checks import CheckFailed
 from attnbook.checks.ch01 import (
@@ -16,9 +15,9 @@ from attnbook.checks.ch01 import (
     check_bits_to_tell_apart,
     check_greedy_decode,
     check_last_real_state,
-    check_sequence_loss,
     check_slips,
     check_slips_recorded,
+    check_teacher_forcing_pair,
 )
 from attnbook.seq2seq import greedy_decode
 from attnbook.train import accuracy_by_length, char_accuracy, date_exact_match
@@ -82,117 +81,118 @@ def test_1_1_names_what_is_wrong(student, match):
     fails(check_last_real_state, student, match)
 
 
-# Exercise 1.2: sequence_loss
+# Exercise 1.2: teacher_forcing_pair (a debug exercise: an off-by-one in a length)
 
 
-def loss_by_hand(logits, targets, pad_id):
-    log_probs = logits.log_softmax(dim=-1).gather(2, targets[..., None])[..., 0]  # (B, T)
-    real = (targets != pad_id).to(logits.dtype)
-    return -(log_probs * real).sum() / real.sum()
+def pair_as_given(targets, bos_id, eos_id, pad_id):  # the exercise's buggy function
+    longest = max(len(ids) for ids in targets)
+    tgt_in = torch.full((len(targets), longest), pad_id, dtype=torch.long)
+    tgt_out = torch.full((len(targets), longest), pad_id, dtype=torch.long)
+    for row, ids in enumerate(targets):
+        n = len(ids)
+        tgt_in[row, :n] = torch.tensor([bos_id] + ids)[:n]
+        tgt_out[row, :n] = torch.tensor(ids + [eos_id])[:n]
+    return tgt_in, tgt_out
 
 
-def loss_summed_then_divided(logits, targets, pad_id):
-    flat = targets.reshape(-1)
-    keep = flat != pad_id
-    total = F.cross_entropy(logits.reshape(-1, logits.shape[-1])[keep], flat[keep], reduction="sum")
-    return total / keep.sum()
+def pair_fixed(targets, bos_id, eos_id, pad_id):  # the exercise's solution
+    longest = max(len(ids) for ids in targets) + 1
+    tgt_in = torch.full((len(targets), longest), pad_id, dtype=torch.long)
+    tgt_out = torch.full((len(targets), longest), pad_id, dtype=torch.long)
+    for row, ids in enumerate(targets):
+        n = len(ids) + 1
+        tgt_in[row, :n] = torch.tensor([bos_id] + ids)
+        tgt_out[row, :n] = torch.tensor(ids + [eos_id])
+    return tgt_in, tgt_out
 
 
-def loss_with_zero_class_weight(logits, targets, pad_id):
-    weight = torch.ones(logits.shape[-1], dtype=logits.dtype)
-    weight[pad_id] = 0  # a weighted mean with weight 0 on padding is the mean over real ones
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), weight=weight)
+def pair_with_pad_sequence(targets, bos_id, eos_id, pad_id):
+    pad = torch.nn.utils.rnn.pad_sequence
+    return (pad([torch.tensor([bos_id, *ids]) for ids in targets], batch_first=True,
+                padding_value=pad_id),
+            pad([torch.tensor([*ids, eos_id]) for ids in targets], batch_first=True,
+                padding_value=pad_id))
 
 
-@pytest.mark.parametrize("student", [loss_by_hand, loss_summed_then_divided,
-                                     loss_with_zero_class_weight])
+def pair_as_lists(targets, bos_id, eos_id, pad_id):  # returns a list, rows padded by hand
+    T = 1 + max(map(len, targets))
+    rows_in = [[bos_id, *ids] + [pad_id] * (T - 1 - len(ids)) for ids in targets]
+    rows_out = [[*ids, eos_id] + [pad_id] * (T - 1 - len(ids)) for ids in targets]
+    return [torch.tensor(rows_in), torch.tensor(rows_out)]
+
+
+@pytest.mark.parametrize("student", [pair_fixed, pair_with_pad_sequence, pair_as_lists])
 def test_1_2_accepts_right_answers_written_differently(student, capsys):
-    check_sequence_loss(student)
-    assert "the gradient with respect to the logits is right too" in capsys.readouterr().out
+    check_teacher_forcing_pair(student)
+    assert "✅ Exercise 1.2" in capsys.readouterr().out
 
 
-def loss_assumes_pad_zero(logits, targets, pad_id):
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=0)
+def pair_longer_but_no_eos(targets, bos_id, eos_id, pad_id):  # only T fixed
+    longest = max(len(ids) for ids in targets) + 1
+    tgt_in = torch.full((len(targets), longest), pad_id, dtype=torch.long)
+    tgt_out = torch.full((len(targets), longest), pad_id, dtype=torch.long)
+    for row, ids in enumerate(targets):
+        n = len(ids)
+        tgt_in[row, :n] = torch.tensor([bos_id] + ids)[:n]
+        tgt_out[row, :n] = torch.tensor(ids + [eos_id])[:n]
+    return tgt_in, tgt_out
 
 
-def loss_counts_padding(logits, targets, pad_id):
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+def pair_eos_in_last_column(targets, bos_id, eos_id, pad_id):  # <eos> after the padding
+    tgt_in, _ = pair_fixed(targets, bos_id, eos_id, pad_id)
+    body = pair_fixed(targets, bos_id, pad_id, pad_id)[1]
+    body[:, -1] = eos_id
+    return tgt_in, body
 
 
-def loss_mean_of_row_means(logits, targets, pad_id):
-    losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T)
-    real = (targets != pad_id).float()
-    return ((losses * real).sum(1) / real.sum(1)).mean()
+def pair_sliced_from_one_sequence(targets, bos_id, eos_id, pad_id):
+    full = pair_with_pad_sequence([[*ids, eos_id] for ids in targets], bos_id, pad_id,
+                                  pad_id)[0]  # <bos> + ids + <eos>, padded
+    return full[:, :-1], full[:, 1:]  # shorter rows then read <eos>, not <pad>
 
 
-def loss_as_python_float(logits, targets, pad_id):
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id).item()
+def pair_pads_with_zeros(targets, bos_id, eos_id, pad_id):
+    return pair_fixed(targets, bos_id, eos_id, 0)
 
 
-def loss_marks_padding_in_place(logits, targets, pad_id):
-    targets[targets == pad_id] = -100
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+def pair_swapped(targets, bos_id, eos_id, pad_id):  # the decoder reads what it must say
+    tgt_in, tgt_out = pair_fixed(targets, bos_id, eos_id, pad_id)
+    return tgt_out, tgt_in
 
 
-def loss_detached(logits, targets, pad_id):
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad_id).detach()
+def pair_appends_in_place(targets, bos_id, eos_id, pad_id):
+    for ids in targets:
+        ids.append(eos_id)
+    tgt_out = pair_with_pad_sequence(targets, pad_id, pad_id, pad_id)[1][:, :-1]
+    tgt_in = pair_with_pad_sequence([ids[:-1] for ids in targets], bos_id, eos_id,
+                                    pad_id)[0]
+    return tgt_in, tgt_out
 
 
-def loss_clamps_probabilities_in_place(logits, targets, pad_id):
-    probs = torch.softmax(logits, dim=-1)
-    probs.clamp_(min=1e-12)  # softmax's backward needs its output: backward raises
-    picked = probs.log().gather(2, targets[..., None])[..., 0]
-    return -picked[targets != pad_id].mean()
-
-
-def loss_in_numpy(logits, targets, pad_id):
-    x = logits.numpy()  # fails once logits require grad
-    log_probs = x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) - x.max(
-        -1, keepdims=True)
-    picked = np.take_along_axis(log_probs, targets.numpy()[..., None], axis=-1)[..., 0]
-    real = targets.numpy() != pad_id
-    return torch.tensor(-picked[real].mean(), dtype=logits.dtype)
+def pair_int32(targets, bos_id, eos_id, pad_id):
+    return tuple(x.int() for x in pair_fixed(targets, bos_id, eos_id, pad_id))
 
 
 @pytest.mark.parametrize("student, match", [
-    (loss_in_numpy, r"pad_id=3, your function raised RuntimeError: Can't call numpy\(\) on Tensor "
-                    r"that requires grad.*\(line \d+: 'x = logits.numpy\(\)  # fails once"),
-    (loss_assumes_pad_zero, r"on test 1 of 5.*, 3\): values are wrong|on test 1 of 5.*1 of 1 values"),
-    (loss_counts_padding, r"on test 1 of 5.*1 of 1 values are wrong"),
-    (loss_mean_of_row_means, r"1 of 1 values are wrong; the first is at index \(\): expected"),
-    (loss_as_python_float, r"expected a tensor of shape \(\) and dtype torch.float32, got a float"),
-    (loss_marks_padding_in_place, r"changed its `targets` in place"),
-    (loss_detached, r"pad_id=3, the result does not depend on the inputs through autograd"),
-    (loss_clamps_probabilities_in_place, r"pad_id=3, the backward pass through your function raised "
-                                         r"RuntimeError: one of the variables needed"),
+    (pair_as_given, r"rows of different lengths .*: the tgt_in \(item 0\): wrong shape: "
+                    r"expected \(3, 4\), got \(3, 3\)"),
+    (pair_longer_but_no_eos, r"rows of different lengths .*: the tgt_in \(item 0\): 3 of "
+                             r"12 values are wrong"),
+    (pair_eos_in_last_column, r"rows of different lengths .*: the tgt_out \(item 1\): 4 "
+                              r"of 12 values are wrong; the first is at index \(1, 1\): "
+                              r"expected 2, got 0"),
+    (pair_sliced_from_one_sequence, r"the tgt_in \(item 0\): 2 of 12 values are wrong; "
+                                    r"the first is at index \(1, 2\): expected 0, got 2"),
+    (pair_pads_with_zeros, r"pad_id 9, bos_id 8, eos_id 7 .*: the tgt_in \(item 0\): "
+                           r"5 of 15 values are wrong"),
+    (pair_swapped, r"the tgt_in \(item 0\): .* values are wrong; the first is at index "
+                   r"\(0, 0\): expected 1, got 3"),
+    (pair_appends_in_place, r"changed the `targets` lists in place"),
+    (pair_int32, r"the tgt_in \(item 0\): wrong dtype: expected torch.int64, got "
+                 r"torch.int32"),
 ])
 def test_1_2_names_what_is_wrong(student, match):
-    fails(check_sequence_loss, student, match)
-
-
-def sequence_loss_as_given(logits, targets, pad_id):  # the exercise's buggy function
-    losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-    real = (targets.flatten() != pad_id).float()
-    return (losses * real).mean()
-
-
-def loss_fixed_with_boolean_index(logits, targets, pad_id):
-    losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-    return losses[targets.flatten() != pad_id].mean()
-
-
-def loss_half_fixed_divides_by_rows(logits, targets, pad_id):
-    losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-    real = (targets.flatten() != pad_id).float()
-    return (losses * real).sum() / targets.shape[0]  # divides by B, not by the real count
-
-
-def test_1_2_the_given_bug_fails_and_its_fixes_pass(capsys):
-    fails(check_sequence_loss, sequence_loss_as_given,
-          r"on test 1 of 5.*1 of 1 values are wrong")
-    fails(check_sequence_loss, loss_half_fixed_divides_by_rows, r"1 of 1 values are wrong")
-    check_sequence_loss(loss_fixed_with_boolean_index)
-    assert "the gradient with respect to the logits is right too" in capsys.readouterr().out
+    fails(check_teacher_forcing_pair, student, match)
 
 
 # Exercise 1.3: greedy_decode
@@ -419,6 +419,31 @@ def test_1_5_passes_a_rough_prediction_and_a_measurement_in_other_types(capsys):
 def test_1_5_names_what_is_off(predicted, measured, match):
     with pytest.raises(CheckFailed, match=match):
         check_slips(predicted, measured if measured is not None else measure())
+
+
+def test_1_5_reads_date_scores_as_bools_arrays_and_tuples(capsys):
+    check_slips(RIGHT_PREDICTION, measure())
+    as_bools = {"substituted": (0.97, [False, True, True]),
+                "inserted": (0.3, np.array([0, 1, 1])),
+                "no separator": (0.3, (False, False, False))}
+    check_slips_recorded(as_bools)
+    check_slips(as_bools, {name: (c, torch.tensor(d)) for name, (c, d) in measure().items()})
+    assert "✅ Exercise 1.5 (one slip, two scores)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("predicted, match", [
+    # percentages where fractions are asked for
+    (dict(RIGHT_PREDICTION, substituted=(97, [0, 1, 1])),
+     r"character score in prediction\['substituted'\] is 97, above 1: write it as a "
+     r"fraction between 0 and 1"),
+    (dict(RIGHT_PREDICTION, inserted=(np.float64(28.1), [0, 1, 1])),
+     r"prediction\['inserted'\] is 28.1, above 1"),
+    # date scores as a string or with one score missing
+    (dict(RIGHT_PREDICTION, inserted=(0.3, "011")), r"list of three numbers"),
+    (dict(RIGHT_PREDICTION, inserted=(0.3, np.array([1, 1]))), r"list of three numbers"),
+])
+def test_1_5_asks_for_fractions_and_three_date_scores(predicted, match):
+    fails(check_slips_recorded, predicted, match)
 
 
 @pytest.mark.parametrize("predicted, match", [

@@ -120,6 +120,11 @@ def softmax_in_float64(scores, mask):
                                   else mask).float()
 
 
+def softmax_left_in_float64(scores, mask):  # computed in float64, never cast back
+    return softmax_divides_by_one(scores.double(), mask.double() if mask.is_floating_point()
+                                  else mask)
+
+
 def softmax_log_sum_exp(scores, mask):
     """exp(x - logsumexp(x)), on rows that have something to attend to: less precise than
     subtracting the maximum for scores in the hundreds, and still right (GRAD_TOL)."""
@@ -246,8 +251,8 @@ def softmax_in_numpy(scores, mask):
     (softmax_boolean_only, r"with scores of shape \(2, 3\) and an additive mask.*raised TypeError: "
                            r"~ \(operator.invert\).*line \d+: 'scores = scores.masked_fill\(~mask"),
     (softmax_tiny_clamp, r"an additive mask, padding and a fully -inf row.*the values are right but "
-                         r"the gradient with respect to argument 1 contains NaN or inf"),
-    (softmax_nan_to_num, r"additive mask.*gradient with respect to argument 1 contains NaN or inf"),
+                         r"the gradient with respect to `scores` contains NaN or inf"),
+    (softmax_nan_to_num, r"additive mask.*gradient with respect to `scores` contains NaN or inf"),
     (softmax_naive, r"a boolean mask, padding and a fully masked row .*: the result contains NaN"),
     (softmax_without_max, r"fully masked row \(mask of shape \(2, 3\)\): 3 of 6 values are wrong"),
     (softmax_float64_without_max, r"rows near \+1000 and -1000 .*: the result contains NaN"),
@@ -258,12 +263,15 @@ def softmax_in_numpy(scores, mask):
     (softmax_reads_1d_mask_as_rows, r"a boolean \(S,\) mask, broadcast over B \(mask of shape \(3,\)\), "
                                     r"your function raised RuntimeError"),
     (softmax_detached_total, r"fully masked row \(mask of shape \(2, 3\)\), the gradient with respect "
-                             r"to argument 1 is wrong"),
+                             r"to `scores` is wrong"),
     (softmax_wrong_axis, r"values are wrong"),
     (softmax_over_dim_1, r"scores of shape \(2, 2, 3\) and a boolean \(B, 1, S\) mask"),
     (softmax_full_masks_only, r"boolean \(B, 1, S\) mask.*raised IndexError.*'x\[~mask\] = NEG_INF'"),
     (softmax_in_place, r"changed its `scores` in place"),
     (softmax_detached, r"does not depend on the inputs through autograd"),
+    (softmax_left_in_float64, r"Exercise 2\.2 \(masked_softmax\): with scores of dtype "
+                              r"torch.float32, your weights have dtype torch.float64; return "
+                              r"the scores' dtype"),
 ])
 def test_2_2_names_what_is_wrong(student, match):
     fails(check_masked_softmax, student, match)
@@ -387,6 +395,10 @@ def step_updates_state_in_place(decoder, prev_tokens, state, memory):
     (lambda d, p, s, m: step(d, p, s, m, softmax=lambda scores: torch.softmax(scores, dim=0)),
      r"the logits \(item 0\)|the weights \(item 2\)"),
     (lambda d, p, s, m: step(d, p, s, m)[:2], r"expected a tuple of 3 items, got a tuple"),
+    (lambda d, p, s, m: (lambda lo, st, w: (lo, tuple(st), w))(*step(d, p, s, m)),
+     r"the new state must be an AttentionState, got a tuple; build it with state._replace"),
+    (lambda d, p, s, m: (lambda lo, st, w: (lo, list(st), w))(*step(d, p, s, m)),
+     r"the new state must be an AttentionState, got a list"),
     (step_updates_state_in_place, r"changed its `state` in place"),
 ])
 def test_2_4_names_what_is_wrong(student, match):
@@ -407,6 +419,7 @@ def test_2_4_a_change_to_memory_is_named():
 @pytest.mark.parametrize("answer", [
     list(range(6, 10)) + [None, 3, 4, None, 0, 1],
     [*np.arange(6, 10), None, *np.arange(3, 5), None, *np.arange(0, 2)],  # NumPy integers
+    (6, 7, 8, 9, None, 3, 4, None, 0, 1),  # a tuple
 ])
 def test_2_5_accepts_right_answers_written_differently(answer, capsys):
     check_ideal_alignment(answer)
@@ -419,7 +432,7 @@ def test_2_5_accepts_right_answers_written_differently(answer, capsys):
     ([6.0, 7, 8, 9, None, 3, 4, None, 0, 1], r"entry 0 .* must be a position \(an int\) or None, "
                                               r"got a float \(6.0\)"),
     ([6, 7, 8, 9, None, 3, 4, None, 0, True], r"entry 9 .* got a bool \(True\)"),
-    ((6, 7, 8, 9, None, 3, 4, None, 0, 1), r"expected a list of 10 entries"),
+    ([6, 7, 8, 9, None, 3, 4, None, 0], r"expected a list of 10 entries"),
     ([0, 1, None, 3, 4, None, 6, 7, 8, 9], r"entry 0 .* should not be 0"),
     (..., r"replace the \.\.\. with your answer"),
 ])

@@ -130,21 +130,24 @@ def local_rounds_centers_in_place(scores, centers, mask, half_width):
 
 
 @pytest.mark.parametrize("student, match", [
-    (lambda *a: local(*a, sigma=lambda D: D), r"past both ends \(D = 3, S = 5\): \d+ of 15 values"),
+    (lambda *a: local(*a, sigma=lambda D: D), r"past both ends \(w = 3, S = 5\): \d+ of 15 values"),
     (lambda *a: local(*a, centre_of_bump=torch.round), r"past both ends.*values are wrong"),
     (lambda *a: local(*a, use_mask=False), r"values are wrong"),
     (lambda *a: local(*a, inside=lambda distance, D: distance < D), r"past both ends.*values are wrong"),
-    (lambda s, c, m, D: local(s, c, m, 2), r"past both ends \(D = 3, S = 5\).*values are wrong"),
+    (lambda s, c, m, D: local(s, c, m, 2), r"past both ends \(w = 3, S = 5\).*values are wrong"),
     (lambda *a: local(*a, softmax=naive_softmax),
-     r"a row whose window holds only padding \(D = 1\): the result contains NaN"),
+     r"a row whose window holds only padding \(w = 1\): the result contains NaN"),
     (lambda *a: local(*a, renormalise=True), r"values are wrong"),
     (local_rounds_centers_in_place, r"changed its `centers` in place"),
     (lambda *a: local(*a, sigma=lambda D: D // 2), r"past both ends.*values are wrong"),
-    (local_window_around_unrounded_centre, r"D = 1 in a long input: \d+ of 48 values are wrong"),
-    (lambda s, c, m, D: local(s, c, m, D).double(), r"past both ends.*wrong dtype: expected "
-                                                    r"torch.float32, got torch.float64"),
+    (local_window_around_unrounded_centre, r"w = 1 in a long input: \d+ of 48 values are wrong"),
+    (lambda s, c, m, D: local(s, c, m, D).double(), r"with scores of dtype torch.float32, your "
+                                                    r"weights have dtype torch.float64; "
+                                                    r"return the scores' dtype"),
     (lambda *a: local(*a, centre_of_bump=lambda c: torch.tensor(c.tolist())),
-     r"past both ends.*the gradient with respect to argument 2 is wrong"),
+     r"past both ends.*the gradient with respect to `centers` is wrong"),
+    (lambda s, c, m, D: local(s.detach(), c, m, D),
+     r"past both ends.*the gradient with respect to `scores` is wrong"),
 ])
 def test_3_3_names_what_is_wrong(student, match):
     fails(check_local_p_weights, student, match)
@@ -281,3 +284,8 @@ def test_3_5_names_what_is_off(predicted, measured, match):
 def test_3_5_a_prediction_must_be_written_down_in_form(predicted, match):
     with pytest.raises(CheckFailed, match=match):
         check_local_p_mass_recorded(predicted)
+
+
+def test_3_3_accepts_weights_computed_in_float64_and_cast_back(capsys):
+    check_local_p_weights(lambda s, c, m, w: local(s.double(), c.double(), m, w).float())
+    assert "✅ Exercise 3.3" in capsys.readouterr().out

@@ -17,15 +17,14 @@ import torch
 from attnbook.checks.core import (
     CheckFailed,
     call_student,
-    compare_gradients,
     compare_with_reference,
     in_turn,
     random_size,
     verdict,
 )
-from attnbook.data import Example, date_vocabs, make_batch, random_example
+from attnbook.data import Example, date_vocabs, make_batch, pad_sequences, random_example
 from attnbook.seq2seq import bottleneck_model, greedy_decode, last_real_state
-from attnbook.train import accuracy_by_length, char_accuracy, date_exact_match, sequence_loss
+from attnbook.train import accuracy_by_length, char_accuracy, date_exact_match
 
 # Exercise 1.1
 
@@ -62,41 +61,64 @@ def check_last_real_state(student_fn) -> None:
 # Exercise 1.2
 
 
-def _logits_and_targets(pad_id: int | None = None, batch: int | None = None):
-    def make(generator: torch.Generator):
-        B, T, V = (batch or random_size(generator, 2, 4), random_size(generator, 2, 7),
-                   random_size(generator, 4, 7))
-        pad = random_size(generator, 1, V - 1) if pad_id is None else pad_id
-        logits = torch.randn(B, T, V, generator=generator) * 2
-        targets = torch.randint(0, V - 1, (B, T), generator=generator)
-        targets[targets >= pad] += 1  # real targets are never the pad id
-        targets[0, -1] = pad  # some padding, which must not count
-        if B > 1:
-            targets[1, T // 2:] = pad  # rows with different numbers of real targets
-        return logits, targets, pad
-    return make
+def reference_teacher_forcing_pair(targets, bos_id: int, eos_id: int, pad_id: int):
+    """(tgt_in, tgt_out) as `attnbook.data.make_batch` builds them: `<bos>` + target and
+    target + `<eos>`, each padded with `pad_id` to one more than the longest target."""
+    return (pad_sequences([[bos_id] + list(ids) for ids in targets], pad_id),
+            pad_sequences([list(ids) + [eos_id] for ids in targets], pad_id))
 
 
-def check_sequence_loss(student_fn) -> None:
-    """Exercise 1.2: mean cross-entropy over real target positions, as a 0-d tensor.
+def _pair_cases(generator: torch.Generator) -> list[tuple[str, tuple]]:
+    """(description, (targets, bos_id, eos_id, pad_id)): rows of different lengths, no
+    padding at all, rows of one id, a batch of one, pad_id other than 0 (an answer
+    that pads with zeros fails) and bos/eos in another order, the date vocabulary's
+    own ids, then random batches with random special ids."""
+    _, tgt_vocab = date_vocabs()
+    dates = [tgt_vocab.encode(t) for t in ("2004-06-03", "1957-04-07;2022-08-28")]
+    special = (tgt_vocab.bos_id, tgt_vocab.eos_id, tgt_vocab.pad_id)
+    cases = [("rows of different lengths", ([[3, 4, 5], [6], [7, 8]], 1, 2, 0)),
+             ("rows of the same length (no padding)", ([[3, 4], [5, 6]], 1, 2, 0)),
+             ("rows of one id", ([[3], [4], [5]], 1, 2, 0)),
+             ("a batch of one", ([[5, 6, 7, 4]], 1, 2, 0)),
+             ("pad_id 9, bos_id 8, eos_id 7", ([[1, 2], [3, 4, 5, 6], [0]], 8, 7, 9)),
+             ("two date targets and the date vocabulary's ids", (dates, *special))]
+    for _ in range(4):
+        ids = torch.randperm(20, generator=generator).tolist()
+        bos_id, eos_id, pad_id, regular = ids[0], ids[1], ids[2], ids[3:]
+        targets = [[regular[int(k)] for k in torch.randint(
+                        0, len(regular), (random_size(generator, 1, 8),),
+                        generator=generator)]
+                   for _ in range(random_size(generator, 1, 5))]
+        cases.append(("random targets and ids", (targets, bos_id, eos_id, pad_id)))
+    return [(f"{description} (target lengths {[len(t) for t in inputs[0]]}, bos_id "
+             f"{inputs[1]}, eos_id {inputs[2]}, pad_id {inputs[3]})", inputs)
+            for description, inputs in cases]
 
-    Cases: `pad_id` 0 and other ids (an answer that assumes 0 fails), a batch of
-    one, rows with different numbers of real targets (a mean of per-row means
-    fails). Values and the gradient with respect to the logits are compared with
-    atol 1e-5 + rtol 1e-4 * |expected|.
+
+def check_teacher_forcing_pair(student_fn) -> None:
+    """Exercise 1.2: the decoder's input and target, `(tgt_in, tgt_out)`, from a list
+    of target id lists: two (B, T) tensors of dtype long with T one more than the
+    longest target, `bos_id` + ids and ids + `eos_id`, padded with `pad_id`.
+
+    Cases (_pair_cases): rows of different lengths, no padding, rows of one id, a
+    batch of one, special ids other than 0, 1, 2, then random ones. Exact; the
+    `targets` lists must be left as they were.
     """
-    name = "Exercise 1.2 (sequence_loss)"
-    makers = [_logits_and_targets(pad_id=3), _logits_and_targets(pad_id=0),
-              _logits_and_targets(pad_id=1, batch=1), _logits_and_targets(),
-              _logits_and_targets()]
-    compare_with_reference(student_fn, sequence_loss, in_turn(*makers), name=name,
-                           trials=len(makers), arg_names=("logits", "targets", "pad_id"))
-    generator = torch.Generator().manual_seed(99)
-    for make in makers[:3]:
-        logits, targets, pad_id = make(generator)
-        compare_gradients(student_fn, sequence_loss, (logits, targets, pad_id), wrt=(0,), name=name,
-                          case=f"with logits of shape {tuple(logits.shape)} and pad_id={pad_id}")
-    print(f"✅ {name}: the gradient with respect to the logits is right too.")
+    name = "Exercise 1.2 (teacher_forcing_pair)"
+    cases = _pair_cases(torch.Generator().manual_seed(1234))
+    for description, (targets, bos_id, eos_id, pad_id) in cases:
+        expected = reference_teacher_forcing_pair(targets, bos_id, eos_id, pad_id)
+        before = [list(ids) for ids in targets]
+        got = call_student(student_fn, (targets, bos_id, eos_id, pad_id), name,
+                           case=description)
+        if [list(ids) for ids in targets] != before:
+            raise CheckFailed(f"{name}: {description}, your function changed the "
+                              "`targets` lists in place; build new lists instead")
+        problem = verdict(got, expected, atol=0.0, rtol=0.0,
+                          item_names=("tgt_in", "tgt_out"))
+        if problem:
+            raise CheckFailed(f"{name}: {description}: {problem}")
+    print(f"✅ {name}: right in all {len(cases)} cases.")
 
 
 # Exercise 1.3
@@ -216,7 +238,7 @@ SLIP_TARGET = "2004-06-03;1957-04-07;2022-08-28"
 SLIPS = {"substituted": "2004-06-08;1957-04-07;2022-08-28",  # one digit wrong
          "inserted": "2004-06-003;1957-04-07;2022-08-28",  # one digit too many
          "no separator": "2004-06-031957-04-07;2022-08-28"}  # the first `;` dropped
-PREDICTION_TOLERANCE = 0.05  # a predicted character score may be off by 5 points
+PREDICTION_TOLERANCE = 0.05  # a predicted character score (a fraction) may be off by 0.05
 
 
 def _slip_truth() -> dict[str, tuple[float, list[float]]]:
@@ -253,17 +275,43 @@ def _read_slips(answer, label: str, name: str) -> dict[str, tuple[float, list[fl
         if not isinstance(entry, (tuple, list)) or len(entry) != 2:
             raise CheckFailed(f"{name}: {label}[{key!r}] must be a pair (character score, "
                               f"[three date scores]), got {_short(entry)}")
-        characters, dates = _as_number(entry[0]), entry[1]
+        characters, dates = _as_number(entry[0]), _date_scores(entry[1])
         if characters is None:
             raise CheckFailed(f"{name}: the character score in {label}[{key!r}] must be "
                               f"a number, got {_short(entry[0])}")
-        if not isinstance(dates, (tuple, list)) or len(dates) != 3 or any(
-                _as_number(d) is None for d in dates):
+        if characters > 1:
+            raise CheckFailed(f"{name}: the character score in {label}[{key!r}] is "
+                              f"{characters:g}, above 1: write it as a fraction between 0 "
+                              "and 1 (97% is 0.97), not as a percentage")
+        if dates is None:
             raise CheckFailed(f"{name}: the date scores in {label}[{key!r}] must be a list "
                               f"of three numbers (first, second, third date), got "
-                              f"{_short(dates)}")
-        read[key] = (characters, [_as_number(d) for d in dates])
+                              f"{_short(entry[1])}")
+        read[key] = (characters, dates)
     return read
+
+
+def _date_scores(value) -> list[float] | None:
+    """Three date scores as floats, from a list or tuple of numbers or bools, a NumPy
+    array or a tensor of three entries; else None."""
+    if not isinstance(value, (tuple, list)) and hasattr(value, "tolist"):
+        value = value.tolist()  # a NumPy array or a tensor
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        return None
+    scores = []
+    for score in value:
+        if hasattr(score, "item") and not isinstance(score, (list, tuple, dict)):
+            try:
+                score = score.item()  # NumPy and 0-d tensor scalars, bools included
+            except (TypeError, ValueError):
+                return None
+        if isinstance(score, bool):
+            score = float(score)  # True is a date right, False a date wrong
+        number = _as_number(score)
+        if number is None:
+            return None
+        scores.append(number)
+    return scores
 
 
 def _short(value) -> str:
@@ -283,10 +331,12 @@ def check_slips(predicted, measured) -> None:
     """Exercise 1.5: `char_accuracy` and `date_exact_match` of three outputs with one
     slip each (SLIPS) against SLIP_TARGET.
 
-    A predicted character score may be off by PREDICTION_TOLERANCE (5 points: the
-    coincidences after a shift are not the point); a measured one must match within
-    1e-9. Date scores, predicted or measured, must be exact (each is 0 or 1). Every
-    number that is off is named, with the amount.
+    Character scores are fractions between 0 and 1 (a value above 1, a percentage,
+    gets its own verdict). A predicted one may be off by PREDICTION_TOLERANCE (0.05:
+    the coincidences after a shift are not the point); a measured one must match
+    within 1e-9. Date scores, predicted or measured, must be exact (each is 0 or 1;
+    bools, tuples, NumPy arrays and tensors are read too). Every number that is off is
+    named, with the amount.
     """
     name = "Exercise 1.5 (one slip, two scores)"
     answers = {"prediction": _read_slips(predicted, "prediction", name),
@@ -351,6 +401,7 @@ def check_bits_to_tell_apart(student_fn) -> None:
     print(f"✅ {name}: right in all {len(cases)} cases.")
 
 
-__all__ = ["check_last_real_state", "check_sequence_loss", "check_greedy_decode",
+__all__ = ["check_last_real_state", "check_teacher_forcing_pair", "check_greedy_decode",
            "check_accuracy_by_length", "check_slips_recorded", "check_slips",
-           "check_bits_to_tell_apart", "reference_bits", "SLIPS", "SLIP_TARGET"]
+           "check_bits_to_tell_apart", "reference_bits", "reference_teacher_forcing_pair",
+           "SLIPS", "SLIP_TARGET"]

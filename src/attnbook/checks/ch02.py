@@ -170,7 +170,8 @@ def check_masked_softmax(student_fn) -> None:
     that already hold -inf, with either form; rows offset by hundreds, and rows near
     +1000 and -1000, where exp() overflows or underflows even in float64 unless the
     row maximum is subtracted first; one key. The weights are compared with atol 1e-5
-    + rtol 1e-4; then the gradient with respect to the scores, for every case, under
+    + rtol 1e-4, and must have the scores' dtype (float32 here: an answer that computes
+    in float64 must cast back); then the gradient with respect to the scores, for every case, under
     upstream gradients of size about 100 (a division by a tiny number instead of by 1
     in a fully masked row then overflows to inf, and inf * 0 is NaN): it must be free
     of NaN and inf and match the reference's (atol GRAD_TOL + rtol GRAD_TOL, 2e-2: the
@@ -179,14 +180,27 @@ def check_masked_softmax(student_fn) -> None:
     name = "Exercise 2.2 (masked_softmax)"
     cases = [(_describe_case(*case), case[1], case[2])
              for case in _masked_softmax_cases(torch.Generator().manual_seed(1234))]
-    compare_cases(student_fn, reference_masked_softmax, [(d, (s, m)) for d, s, m in cases],
+    student = in_scores_dtype(student_fn, name)
+    compare_cases(student, reference_masked_softmax, [(d, (s, m)) for d, s, m in cases],
                   name=name, arg_names=("scores", "mask"))
     for description, scores, mask in cases:
-        compare_gradients(_times_100(student_fn), _times_100(reference_masked_softmax),
+        compare_gradients(_times_100(student), _times_100(reference_masked_softmax),
                           (scores, mask), wrt=(0,), name=name, case=description,
-                          atol=GRAD_TOL, rtol=GRAD_TOL)
+                          atol=GRAD_TOL, rtol=GRAD_TOL, arg_names=("scores", "mask"))
     print(f"✅ {name}: gradients are right and finite in every case, also for fully "
           "masked rows.")
+
+
+def in_scores_dtype(student_fn, name: str):
+    """`student_fn` whose tensor result must have the dtype of its first argument (the
+    scores): a float64 result from float32 scores gets a verdict saying so."""
+    def run(scores, *rest):
+        result = student_fn(scores, *rest)
+        if torch.is_tensor(result) and result.dtype != scores.dtype:
+            raise CheckFailed(f"{name}: with scores of dtype {scores.dtype}, your weights "
+                              f"have dtype {result.dtype}; return the scores' dtype")
+        return result
+    return run
 
 
 def _times_100(function):
@@ -271,13 +285,13 @@ def check_bahdanau_step(student_fn) -> None:
     """Exercise 2.4: one step of the Bahdanau decoder, (logits, state, weights).
 
     Cases: a batch of one, then batches with padding, started 0 to 3 steps in. The
+    new state must be an AttentionState (a plain tuple gets its own verdict); the
     logits, every field of the new state (its `t` must be an int) and the weights are
     compared with atol 1e-5 + rtol 1e-4; `state` and `memory` must be unchanged.
     """
     name = "Exercise 2.4 (bahdanau_step)"
 
     def reference(decoder, prev_tokens, state, memory):
-        state = AttentionState(*state)  # compare_with_reference hands over a plain tuple copy
         with torch.no_grad():
             return decoder.step(prev_tokens, state, memory)
 
@@ -291,6 +305,11 @@ def check_bahdanau_step(student_fn) -> None:
                 raise CheckFailed(f"{name}: on a batch of shape {tuple(prev_tokens.shape)}, your "
                                   f"function changed `memory.{field}` in place; leave the "
                                   "caller's tensors as they were")
+        if (isinstance(result, (tuple, list)) and len(result) == 3
+                and not isinstance(result[1], AttentionState)):
+            raise CheckFailed(f"{name}: the new state must be an AttentionState, got "
+                              f"{_describe(result[1])}; build it with "
+                              "state._replace(hidden=..., t=state.t + 1)")
         return result
 
     makers = [_decoder_step_inputs(1), _decoder_step_inputs(), _decoder_step_inputs(),
@@ -308,13 +327,13 @@ IDEAL_ALIGNMENT = [6, 7, 8, 9, None, 3, 4, None, 0, 1]  # "05.06.1999" -> "1999-
 def check_ideal_alignment(answer) -> None:
     """Exercise 2.5: which source position each output character of "1999-06-05" copies.
 
-    A list of ten entries, each an int (a position) or None (a hyphen); 6.0 or True is
-    not a position.
+    A list (or tuple) of ten entries, each an int (a position) or None (a hyphen);
+    6.0 or True is not a position.
     """
     name = "Exercise 2.5 (ideal alignment)"
     if answer is ...:
         check_answer(answer, IDEAL_ALIGNMENT, name)
-    if not isinstance(answer, list) or len(answer) != len(IDEAL_ALIGNMENT):
+    if not isinstance(answer, (list, tuple)) or len(answer) != len(IDEAL_ALIGNMENT):
         raise CheckFailed(f"{name}: expected a list of {len(IDEAL_ALIGNMENT)} entries, one per "
                           f"output character of '1999-06-05', got {answer!r}")
     for t, (got, expected) in enumerate(zip(answer, IDEAL_ALIGNMENT)):
@@ -404,4 +423,4 @@ def _number(value) -> float | None:
 
 __all__ = ["check_additive_score", "check_masked_softmax", "check_context_from_scores",
            "check_bahdanau_step", "check_ideal_alignment", "check_weight_limits",
-           "reference_context_from_scores", "reference_weight_limits"]
+           "in_scores_dtype", "reference_context_from_scores", "reference_weight_limits"]

@@ -19,6 +19,7 @@ from attnbook.attention import (
     local_window,
     padding_mask,
 )
+from attnbook.checks.ch02 import in_scores_dtype
 from attnbook.checks.core import (
     CheckFailed,
     call_student,
@@ -71,7 +72,7 @@ def check_general_score(student_fn) -> None:
 
 def _local_case(generator: torch.Generator, B: int, S: int, half_width: int,
                 beyond: bool = False):
-    """Scores, centres, a padding mask and D. Centres lie inside each row's real
+    """Scores, centres, a padding mask and the half-width w. Centres lie inside each row's real
     positions; with `beyond`, the first row's centre lies so far into the padding that
     its window holds only padding (its weights are all zero)."""
     scores = torch.randn(B, S, generator=generator) * 3
@@ -84,16 +85,18 @@ def _local_case(generator: torch.Generator, B: int, S: int, half_width: int,
 
 
 def _local_cases(generator: torch.Generator) -> list[tuple[str, tuple]]:
-    cases = [("a window that reaches past both ends (D = 3, S = 5)", _local_case(generator, 3, 5, 3)),
-             ("D = 1 in a long input", _local_case(generator, 4, 12, 1)),
-             ("D = 2, padding inside the windows", _local_case(generator, 4, 9, 2)),
-             ("a row whose window holds only padding (D = 1)",
+    cases = [("a window that reaches past both ends (w = 3, S = 5)",
+              _local_case(generator, 3, 5, 3)),
+             ("w = 1 in a long input", _local_case(generator, 4, 12, 1)),
+             ("w = 2, padding inside the windows", _local_case(generator, 4, 9, 2)),
+             ("a row whose window holds only padding (w = 1)",
               _local_case(generator, 3, 10, 1, beyond=True)),
-             ("a batch of one (D = 2)", _local_case(generator, 1, 7, 2)),
-             ("D = 4, wider than most inputs", _local_case(generator, 3, 6, 4))]
+             ("a batch of one (w = 2)", _local_case(generator, 1, 7, 2)),
+             ("w = 4, wider than most inputs", _local_case(generator, 3, 6, 4))]
     for _ in range(2):
         B, S = random_size(generator, 2, 4), random_size(generator, 3, 12)
-        cases.append(("random sizes", _local_case(generator, B, S, random_size(generator, 1, 3))))
+        w = random_size(generator, 1, 3)
+        cases.append((f"random sizes, w = {w}", _local_case(generator, B, S, w)))
     return [(f"with scores of shape {tuple(inputs[0].shape)}, {description}", inputs)
             for description, inputs in cases]
 
@@ -103,22 +106,24 @@ def reference_local_p_weights(scores, centers, mask, half_width):
 
 
 def check_local_p_weights(student_fn) -> None:
-    """Exercise 3.3: softmax inside the window [p - D, p + D], times the Gaussian bump.
+    """Exercise 3.3: softmax inside the window [p - w, p + w], times the Gaussian bump.
 
     Cases: windows that reach past the ends of the input or into its padding, a row
-    whose window holds only padding (all-zero weights, not NaN), D from 1 to 4 (an
-    answer that fixes D or uses sigma = D fails), a batch of one, random sizes.
-    Centres are never half-integers, so every way of rounding agrees. The weights
-    and their gradients with respect to `scores` and `centers` (the Gaussian is how
-    local-p learns p) are compared with atol 1e-5 + rtol 1e-4.
+    whose window holds only padding (all-zero weights, not NaN), w = `half_width` from
+    1 to 4 (an answer that fixes w or uses sigma = w fails), a batch of one, random
+    sizes. Centres are never half-integers, so every way of rounding agrees. The
+    weights must have the scores' dtype; they and their gradients with respect to
+    `scores` and `centers` (the Gaussian is how local-p learns p) are compared with
+    atol 1e-5 + rtol 1e-4.
     """
     name = "Exercise 3.3 (local_p_weights)"
     cases = _local_cases(torch.Generator().manual_seed(1234))
-    compare_cases(student_fn, reference_local_p_weights, cases, name=name,
-                  arg_names=("scores", "centers", "mask", "half_width"))
+    student = in_scores_dtype(student_fn, name)
+    arg_names = ("scores", "centers", "mask", "half_width")
+    compare_cases(student, reference_local_p_weights, cases, name=name, arg_names=arg_names)
     for description, inputs in cases:
-        compare_gradients(student_fn, reference_local_p_weights, inputs, wrt=(0, 1), name=name,
-                          case=description)
+        compare_gradients(student, reference_local_p_weights, inputs, wrt=(0, 1), name=name,
+                          case=description, arg_names=arg_names)
     print(f"✅ {name}: the gradients with respect to the scores and the centres are right too.")
 
 

@@ -47,7 +47,7 @@ def _describe_input(value) -> str:
     if torch.is_tensor(value):
         return f"shape {tuple(value.shape)}"
     if isinstance(value, (list, tuple)):
-        return f"a {type(value).__name__} of {len(value)} items"
+        return f"{_a_or_an(type(value).__name__)} of {len(value)} items"
     if isinstance(value, (int, float, str, bool)):
         return repr(value)
     return _a_or_an(type(value).__name__)
