@@ -4,6 +4,10 @@
              (chapter 11); writes benchmarks/flash-<device>-<tag>.jsonl
     kvcache  generation with the KV cache against recomputing every step (chapter 9):
              tokens per second and the speed-up, per number of new tokens
+    linear   causal linear attention, chunked and quadratic, against the token-by-token
+             recurrence (chapter 12): seconds and the speed-up over "recurrent"
+    window   one decoding step with a cache capped at the window against a full cache
+             (chapter 12): milliseconds per token, per context length
 """
 
 from __future__ import annotations
@@ -88,6 +92,69 @@ def kvcache_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_rows(rows: list[dict], settings: dict, out: str | None) -> None:
+    from attnbook.bench import flash
+    if not out:
+        return
+    machine = flash.machine_description("cpu")
+    machine["date"] = datetime.date.today().isoformat()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({**row, "settings": settings, "machine": machine}) + "\n"
+                            for row in rows))
+    print(f"wrote {len(rows)} rows to {path}")
+
+
+def _clock():
+    """Process CPU time on one thread (other programs do not count), else the wall clock."""
+    if torch.get_num_threads() == 1:
+        return time.process_time, "process CPU time"
+    return time.perf_counter, "wall clock"
+
+
+def linear_main(args: argparse.Namespace) -> int:
+    from attnbook.bench import time_callable
+    from attnbook.bench.linear import format_rows, linear_benchmark
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock, clock_name = _clock()
+    settings = {"dtype": "float32", "chunk": args.chunk, "repeats": args.repeats,
+                "warmup": args.warmup, "threads": torch.get_num_threads(),
+                "clock": clock_name, "statistic": "fastest of the repeats",
+                "baseline": "recurrent"}
+    print(f"settings: {json.dumps(settings)}")
+
+    def timer(fn, repeats):
+        return time_callable(fn, repeats=repeats, warmup=args.warmup, statistic="min",
+                             clock=clock)
+    rows = linear_benchmark(args.lengths, args.heads, args.head_dim, args.chunk,
+                            args.repeats, timer=timer, only=args.only)
+    print(format_rows(rows))
+    _write_rows(rows, settings, args.out)
+    return 0
+
+
+def window_main(args: argparse.Namespace) -> int:
+    from attnbook.bench import time_callable
+    from attnbook.bench.window import format_rows, window_benchmark
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock, clock_name = _clock()
+    settings = {"dtype": "float32", "batch": 1, "layers": 1, "repeats": args.repeats,
+                "warmup": args.warmup, "threads": torch.get_num_threads(),
+                "clock": clock_name, "statistic": "fastest of the repeats"}
+    print(f"settings: {json.dumps(settings)}")
+
+    def timer(fn, repeats):
+        return time_callable(fn, repeats=repeats, warmup=args.warmup, statistic="min",
+                             clock=clock)
+    rows = window_benchmark(args.contexts, args.window, args.heads, args.head_dim,
+                            args.steps, args.repeats, timer=timer)
+    print(format_rows(rows))
+    _write_rows(rows, settings, args.out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attnbook.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,7 +184,33 @@ def main(argv: list[str] | None = None) -> int:
     kvcache.add_argument("--warmup", type=int, default=1)
     kvcache.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
     kvcache.add_argument("--out", default=None, help="results file, e.g. benchmarks/kvcache-cpu.jsonl")
+    linear = commands.add_parser("linear", help="chunked against recurrent linear attention")
+    linear.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096])
+    linear.add_argument("--heads", type=int, nargs="+", default=[1, 4],
+                        help="numbers of heads to measure, each a separate set of rows")
+    linear.add_argument("--head-dim", type=int, default=64)
+    linear.add_argument("--chunk", type=int, default=64, help="chunk size of the chunked form")
+    linear.add_argument("--only", nargs="*", help="besides recurrent: chunked, parallel")
+    linear.add_argument("--repeats", type=int, default=3)
+    linear.add_argument("--warmup", type=int, default=1)
+    linear.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
+    linear.add_argument("--out", default=None, help="results file, e.g. benchmarks/linear-cpu.jsonl")
+    window = commands.add_parser("window", help="decoding with a sliding-window cache")
+    window.add_argument("--contexts", type=int, nargs="+",
+                        default=[1024, 2048, 4096, 8192, 16384, 32768])
+    window.add_argument("--window", type=int, default=1024)
+    window.add_argument("--heads", type=int, default=4)
+    window.add_argument("--head-dim", type=int, default=64)
+    window.add_argument("--steps", type=int, default=16, help="decoding steps per timed run")
+    window.add_argument("--repeats", type=int, default=5)
+    window.add_argument("--warmup", type=int, default=1)
+    window.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
+    window.add_argument("--out", default=None, help="results file, e.g. benchmarks/window-cpu.jsonl")
     args = parser.parse_args(argv)
+    if args.command == "linear":
+        return linear_main(args)
+    if args.command == "window":
+        return window_main(args)
     if args.command == "kvcache":
         return kvcache_main(args)
     if args.command == "flash":
