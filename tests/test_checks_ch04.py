@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import attnbook.attention as attention_module
 from attnbook.attention import padding_mask, scaled_dot_product_attention
 from attnbook.checks.ch04 import (
     check_mask_prediction,
@@ -17,6 +18,7 @@ from attnbook.checks.ch04 import (
     check_padded_attention,
     check_softmax_with_temperature,
     check_temperature_for,
+    without_calls,
 )
 from attnbook.checks.core import CheckFailed
 
@@ -155,6 +157,20 @@ def test_4_3_rejects_wrong_answers(student, verdict):
 # --- 4.4 masked attention ------------------------------------------------------------------
 
 
+def own_attention(q, k, v, mask, scale=None):
+    """Correct: the notebook's solution with an optional scale, on which the wrong answers
+    below are built (the check refuses the package's scaled_dot_product_attention)."""
+    scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = q @ k.transpose(-2, -1) * scale
+    scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    row_max = scores.amax(dim=-1, keepdim=True).detach()
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    exp = torch.exp(scores - row_max)
+    total = exp.sum(dim=-1, keepdim=True)
+    weights = exp / torch.where(total > 0, total, torch.ones_like(total))
+    return weights @ v, weights
+
+
 def scores_of(q, k, mask):
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask.dtype == torch.bool:
@@ -201,14 +217,14 @@ def attention_mask_inverted(q, k, v, mask):
 
 
 def attention_no_scale(q, k, v, mask):
-    return scaled_dot_product_attention(q, k, v, mask, scale=1.0)
+    return own_attention(q, k, v, mask, scale=1.0)
 
 
 def attention_inverts_mask_in_place(q, k, v, mask):
     if mask.dtype == torch.bool:
         mask = mask.logical_not_().logical_not_()  # back as it was... but see below
         mask[..., -1] = True  # lets every query see its last key, in the caller's mask
-    return scaled_dot_product_attention(q, k, v, mask)
+    return own_attention(q, k, v, mask)
 
 
 def attention_wrong_axis(q, k, v, mask):
@@ -219,11 +235,11 @@ def attention_wrong_axis(q, k, v, mask):
 
 
 def attention_detached(q, k, v, mask):
-    output, weights = scaled_dot_product_attention(q.detach(), k.detach(), v.detach(), mask)
+    output, weights = own_attention(q.detach(), k.detach(), v.detach(), mask)
     return output, weights
 
 
-@pytest.mark.parametrize("student", [scaled_dot_product_attention, attention_safe_softmax])
+@pytest.mark.parametrize("student", [own_attention, attention_safe_softmax])
 def test_4_4_passes_correct_answers_written_differently(student, capsys):
     check_masked_attention(student)
     assert "✅ Exercise 4.4 (masked_attention): values and gradients correct" in capsys.readouterr().out
@@ -317,14 +333,14 @@ def attention_2d_mask_expanded_over_batch(q, k, v, mask):
     """Wrong on 4-D inputs: expands an (Lq, Lk) mask to (B, Lq, Lk), as for 3-D inputs."""
     if mask.dim() == 2 and q.dim() >= 3:
         mask = mask.expand(q.shape[0], -1, -1)
-    return scaled_dot_product_attention(q, k, v, mask)
+    return own_attention(q, k, v, mask)
 
 
 def attention_2d_mask_as_batch_rows(q, k, v, mask):
     """Wrong on 4-D inputs: reads a 2-D mask as (B, Lk) padding and broadcasts it that way."""
     if q.dim() == 4 and mask.dim() == 2:
         mask = mask[:, None, None, :]
-    return scaled_dot_product_attention(q, k, v, mask)
+    return own_attention(q, k, v, mask)
 
 
 def attention_logsumexp(q, k, v, mask):
@@ -346,7 +362,7 @@ def attention_in_place_exp(q, k, v, mask):
 
 
 def attention_scale_by_value_width(q, k, v, mask):
-    return scaled_dot_product_attention(q, k, v, mask, scale=1 / math.sqrt(v.shape[-1]))
+    return own_attention(q, k, v, mask, scale=1 / math.sqrt(v.shape[-1]))
 
 
 def attention_huge_negative_then_zero(q, k, v, mask):
@@ -377,7 +393,7 @@ def test_4_4_second_review_passes(student, capsys):
 @pytest.mark.parametrize("student, verdict", [
     # an (Lq, Lk) mask on 4-D inputs: not in the old check's cases, so both got through
     (attention_2d_mask_expanded_over_batch,
-     r"inputs \(shape \(\d, \d, \d, \d\), .*shape \(\d, \d\)\), your function raised ValueError"),
+     r"inputs \(shape \(\d, \d, \d, \d\), .*shape \(\d, \d\)\), your function raised RuntimeError"),
     (attention_2d_mask_as_batch_rows, r"shape \(\d, \d\)\): the output \(item 0\): .*values are wrong"),
     (attention_logsumexp, "additive mask .* gradient with respect to `q` contains NaN"),
     (attention_in_place_exp, "the backward pass through your function raised RuntimeError: one of the "
@@ -430,3 +446,54 @@ def test_4_5_second_review_rejects(student, verdict):
         check_softmax_with_temperature(student)
     assert torch.softmax(torch.zeros(2), 0).tolist() == [0.5, 0.5]
     assert torch.Tensor.softmax is torch._C.TensorBase.softmax
+
+
+# --- Third review: the package's own answer, and softmaxes the ban did not see --------------
+
+
+@pytest.mark.parametrize("student, verdict", [
+    (scaled_dot_product_attention, "calls scaled_dot_product_attention, which the exercise"),
+    (lambda q, k, v, mask: attention_module.scaled_dot_product_attention(q, k, v, mask),
+     "calls scaled_dot_product_attention"),
+    (lambda q, k, v, mask: (lambda w: (w @ v, w))(attention_module.masked_softmax(
+        scores_of(q, k, mask) if mask.dtype != torch.bool else
+        q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), mask if mask.dtype == torch.bool
+        else None)), "calls masked_softmax, which the exercise asks you not to use; write"),
+])
+def test_4_4_refuses_the_package_answer(student, verdict):
+    with pytest.raises(CheckFailed, match=verdict):
+        check_masked_attention(student)
+    # the package's functions work again afterwards
+    q = torch.randn(2, 3, dtype=torch.float64)
+    assert torch.allclose(scaled_dot_product_attention(q, q, q)[0],
+                          own_attention(q, q, q, torch.ones(2, 2, dtype=torch.bool))[0])
+
+
+@pytest.mark.parametrize("student, verdict", [
+    (lambda logits, t: torch._softmax(logits / t, -1, False), "calls torch._softmax"),
+    (lambda logits, t: torch._log_softmax(logits / t, -1, False).exp(), "calls torch._log_softmax"),
+    (lambda logits, t: attention_module.masked_softmax(logits / t),
+     "calls masked_softmax, which the exercise asks you not to use; subtract"),
+])
+def test_4_5_refuses_private_and_package_softmaxes(student, verdict):
+    with pytest.raises(CheckFailed, match=verdict):
+        check_softmax_with_temperature(student)
+    assert torch._softmax(torch.zeros(2), 0, False).tolist() == [0.5, 0.5]
+    assert attention_module.masked_softmax(torch.zeros(2)).tolist() == [0.5, 0.5]
+
+
+def test_without_calls_restores_the_functions_after_a_crash_and_keeps_defaults():
+    def crashes(x):
+        raise ValueError("boom")
+
+    wrapped = without_calls(crashes, "Test", [(attention_module.masked_softmax, "masked_softmax")],
+                            "advice")
+    with pytest.raises(ValueError, match="boom"):
+        wrapped(1)
+    # the default mask=None still applies once the code is restored
+    assert attention_module.masked_softmax(torch.zeros(3)).tolist() == pytest.approx([1 / 3] * 3)
+    refused = without_calls(lambda: attention_module.masked_softmax(torch.zeros(3)), "Test",
+                            [(attention_module.masked_softmax, "masked_softmax")], "do it yourself")
+    with pytest.raises(CheckFailed, match="^Test: your function calls masked_softmax, which the "
+                                          "exercise asks you not to use; do it yourself$"):
+        refused()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnbook.attention import causal_mask, scaled_dot_product_attention
+from attnbook.attention import causal_mask, padding_mask, scaled_dot_product_attention
 from attnbook.checks.ch05 import (
     check_band_path_length,
     check_causal_self_attention,
@@ -29,36 +29,104 @@ def attend(q, k, v, mask=None):
     return torch.einsum("bqk,bkv->bqv", weights, v), weights
 
 
-# --- 5.1 cross-attention -------------------------------------------------------------------
+# --- 5.1 cross-attention over a padded memory ----------------------------------------------
 
 
-@pytest.mark.parametrize("student", [
-    lambda x, memory, w_q, w_k, w_v: attend(x @ w_q, memory @ w_k, memory @ w_v),
-    lambda x, memory, w_q, w_k, w_v: scaled_dot_product_attention(
-        torch.matmul(x, w_q) / math.sqrt(w_q.shape[1]), memory @ w_k, memory @ w_v, scale=1.0),
-])
+def real_keys(memory, memory_lengths):
+    """(B, 1, Lk): True at the real positions of each memory."""
+    return (torch.arange(memory.shape[1])[None, :] < memory_lengths[:, None])[:, None, :]
+
+
+def cross_with_chapter_function(x, memory, memory_lengths, w_q, w_k, w_v):
+    """Correct: the chapter's projections and the package's attention with a (B, 1, Lk) mask."""
+    return scaled_dot_product_attention(x @ w_q, memory @ w_k, memory @ w_v,
+                                        real_keys(memory, memory_lengths))
+
+
+def cross_sliced_per_sequence(x, memory, memory_lengths, w_q, w_k, w_v):
+    """Correct, written differently: each sequence attends to its real memory only, and
+    the weights are padded with zeros afterwards."""
+    outputs, weights = [], torch.zeros(x.shape[0], x.shape[1], memory.shape[1], dtype=x.dtype)
+    for b, length in enumerate(memory_lengths.tolist()):
+        out, w = attend(x[b:b + 1] @ w_q, memory[b:b + 1, :length] @ w_k,
+                        memory[b:b + 1, :length] @ w_v)
+        outputs.append(out)
+        weights[b, :, :length] = w[0]
+    return torch.cat(outputs), weights
+
+
+def cross_additive_mask(x, memory, memory_lengths, w_q, w_k, w_v):
+    """Correct, written differently: an additive -inf mask from padding_mask."""
+    bias = torch.zeros(memory.shape[:2], dtype=x.dtype).masked_fill(
+        ~padding_mask(memory_lengths, memory.shape[1]), float("-inf"))
+    return scaled_dot_product_attention(x @ w_q, memory @ w_k, memory @ w_v, bias[:, None, :])
+
+
+@pytest.mark.parametrize("student", [cross_with_chapter_function, cross_sliced_per_sequence,
+                                     cross_additive_mask])
 def test_5_1_passes_correct_answers_written_differently(student, capsys):
     check_cross_attention(student)
-    assert "✅ Exercise 5.1" in capsys.readouterr().out
+    assert "✅ Exercise 5.1 (cross_attention): outputs and weights correct in all 13" in (
+        capsys.readouterr().out)
+
+
+def cross_after_softmax(x, memory, memory_lengths, w_q, w_k, w_v):
+    """Wrong: the padding zeroed after the softmax, as in exercise 4.3's bug."""
+    _, weights = attend(x @ w_q, memory @ w_k, memory @ w_v)
+    weights = weights * real_keys(memory, memory_lengths)
+    return weights @ (memory @ w_v), weights
+
+
+WITH_3_4_6 = (r"with x \(3, 4, 2\), memory \(3, 6, 2\), memory_lengths \[6, 2, 4\] and widths "
+              r"D = 2, d = 6, dv = 5: the output \(item 0\): 40 of 60 values are wrong")
 
 
 @pytest.mark.parametrize("student, verdict", [
+    # the padding ignored: the chapter's cross-attention as printed
+    (lambda x, memory, lengths, w_q, w_k, w_v: attend(x @ w_q, memory @ w_k, memory @ w_v),
+     WITH_3_4_6),
+    (cross_after_softmax, WITH_3_4_6),
+    # one position too many: <= instead of <
+    (lambda x, memory, lengths, w_q, w_k, w_v: scaled_dot_product_attention(
+        x @ w_q, memory @ w_k, memory @ w_v,
+        (torch.arange(memory.shape[1])[None] <= lengths[:, None])[:, None]), WITH_3_4_6),
+    # the (B, Lk) mask not unsqueezed: it cannot broadcast against (B, Lq, Lk) ...
+    (lambda x, memory, lengths, w_q, w_k, w_v: scaled_dot_product_attention(
+        x @ w_q, memory @ w_k, memory @ w_v, padding_mask(lengths, memory.shape[1])),
+     r"with x \(2, 3, 6\), memory \(2, 4, 6\), memory_lengths \[4, 4\] .*your function raised "
+     r"ValueError: mask of shape \(2, 4\) does not broadcast"),
+    # the mask on the queries instead of the keys
+    (lambda x, memory, lengths, w_q, w_k, w_v: scaled_dot_product_attention(
+        x @ w_q, memory @ w_k, memory @ w_v, padding_mask(lengths, x.shape[1])[:, :, None]),
+     r"your function raised ValueError: lengths of shape \(2,\) must lie in \[0, max_len=3\]"),
     # keys from x: self-attention, not cross-attention
-    (lambda x, memory, w_q, w_k, w_v: attend(x @ w_q, x @ w_k, memory @ w_v), "raised|wrong shape|wrong"),
-    # scaled by the value width, the same as the key width in the old check
-    (lambda x, memory, w_q, w_k, w_v: scaled_dot_product_attention(
-        x @ w_q, memory @ w_k, memory @ w_v, scale=1 / math.sqrt(w_v.shape[1])), "values are wrong"),
-    # scaled by the model width D
-    (lambda x, memory, w_q, w_k, w_v: scaled_dot_product_attention(
-        x @ w_q, memory @ w_k, memory @ w_v, scale=1 / math.sqrt(x.shape[-1])), "values are wrong"),
-    # w_k and w_v swapped: shapes no longer fit, or the values are wrong
-    (lambda x, memory, w_q, w_k, w_v: attend(x @ w_q, memory @ w_v, memory @ w_k), "raised|wrong"),
-    (lambda x, memory, w_q, w_k, w_v: attend(x @ w_q, memory @ w_k, memory @ w_v)[0],
-     "expected a tuple of 2 items"),
+    (lambda x, memory, lengths, w_q, w_k, w_v: cross_with_chapter_function(
+        x, x, lengths, w_q, w_k, w_v), r"raised|wrong shape|values are wrong"),
+    (lambda *args: cross_with_chapter_function(*args)[0], "return \\(output, weights\\), got one tensor"),
 ])
 def test_5_1_rejects_wrong_answers(student, verdict):
     with pytest.raises(CheckFailed, match=verdict):
         check_cross_attention(student)
+
+
+def test_5_1_rejects_the_mask_unsqueezed_on_the_wrong_side_when_it_fits_by_chance():
+    """A (B, Lk) mask used as (1, B, Lk): broadcasts whenever Lq == B, and is wrong there."""
+    def mask_over_queries(x, memory, lengths, w_q, w_k, w_v):
+        mask = padding_mask(lengths, memory.shape[1])
+        if x.shape[1] != x.shape[0]:
+            mask = mask[:, None, :]
+        return scaled_dot_product_attention(x @ w_q, memory @ w_k, memory @ w_v, mask)
+
+    with pytest.raises(CheckFailed, match=r"with x \(3, 3, \d\), memory \(3, 5, \d\), "
+                                          r"memory_lengths \[5, 1, 2\].*values are wrong"):
+        check_cross_attention(mask_over_queries)
+
+
+def test_5_1_names_the_memory_changed_in_place():
+    with pytest.raises(CheckFailed, match="changed its `memory` in place"):
+        check_cross_attention(lambda x, memory, lengths, w_q, w_k, w_v: cross_with_chapter_function(
+            x, memory.mul_(1.0).add_(0.0).masked_fill_(~real_keys(memory, lengths)[:, 0, :, None], 0),
+            lengths, w_q, w_k, w_v))
 
 
 # --- 5.2 causal self-attention -------------------------------------------------------------
@@ -215,24 +283,6 @@ def test_5_4_rejects_wrong_answers(student, verdict):
 
 
 # --- Second review: answers the first version of these tests did not try -------------------
-
-
-def cross_attention_batch_loop(x, memory, w_q, w_k, w_v):
-    """Correct, written differently: one batch element at a time, stacked."""
-    pairs = [attend(x[b:b + 1] @ w_q, memory[b:b + 1] @ w_k, memory[b:b + 1] @ w_v) for b in range(len(x))]
-    return torch.cat([o for o, _ in pairs]), torch.cat([w for _, w in pairs])
-
-
-def test_5_1_second_review(capsys):
-    check_cross_attention(cross_attention_batch_loop)
-    assert "✅ Exercise 5.1" in capsys.readouterr().out
-    with pytest.raises(CheckFailed,
-                       match=r"the output \(item 0\): wrong shape: expected \([23], \d, \d\), got \(1,"):
-        check_cross_attention(lambda x, memory, w_q, w_k, w_v: tuple(  # the first batch element only
-            t[None] for t in scaled_dot_product_attention(x[0] @ w_q, memory[0] @ w_k, memory[0] @ w_v)))
-    with pytest.raises(CheckFailed, match="changed its `memory` in place"):
-        check_cross_attention(lambda x, memory, w_q, w_k, w_v: attend(
-            x @ w_q, memory.mul_(1 / math.sqrt(w_q.shape[1])) @ w_k, memory @ w_v))
 
 
 def causal_renormalised(x, w_q, w_k, w_v):

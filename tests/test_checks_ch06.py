@@ -236,8 +236,24 @@ def score_complex(q, k, offset):
 
 
 def score_by_rotating_k_back(q, k, offset):
-    """Correct, written differently: rotate k by -offset and take the plain dot product."""
-    return float(q @ apply_rope(k[None], torch.tensor([-offset]))[0])
+    """Correct, written differently: rotate k's pairs by -offset (by hand) and take the plain
+    dot product."""
+    d = q.shape[-1]
+    angle = -offset * 10_000 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    k_even, k_odd = k[0::2], k[1::2]
+    rotated = torch.stack([k_even * angle.cos() - k_odd * angle.sin(),
+                           k_even * angle.sin() + k_odd * angle.cos()], dim=-1).flatten()
+    return float(q @ rotated)
+
+
+def score_float32_angles(q, k, offset):
+    """Correct, with the angles in float32 (torch.arange(0, d, 2) / d is float32): off by a
+    few parts in a million, which the old tolerance of 1e-6 * |expected| refused."""
+    d = q.shape[-1]
+    angle = offset * 10_000 ** (-torch.arange(0, d, 2) / d)
+    aligned = q[0::2] * k[0::2] + q[1::2] * k[1::2]
+    crossed = q[1::2] * k[0::2] - q[0::2] * k[1::2]
+    return (aligned * torch.cos(angle) - crossed * torch.sin(angle)).sum()
 
 
 def score_sign_flipped(q, k, offset):
@@ -261,7 +277,8 @@ def score_without_cross_term(q, k, offset):
     return (aligned * torch.cos(offset * theta)).sum()
 
 
-@pytest.mark.parametrize("student", [score_complex, score_by_rotating_k_back])
+@pytest.mark.parametrize("student", [score_complex, score_by_rotating_k_back,
+                                     score_float32_angles])
 def test_6_3_passes_correct_answers_written_differently(student, capsys):
     check_rope_score(student)
     assert "✅ Exercise 6.3" in capsys.readouterr().out
@@ -309,3 +326,54 @@ def test_6_5_passes_right_measurements_as_numpy_and_tensors(capsys):
 def test_6_5_rejects_wrong_answers(args, verdict):
     with pytest.raises(CheckFailed, match=verdict):
         check_rope_base_experiment(*args)
+
+
+# --- Third review: the package's answer refused; bools from NumPy and PyTorch accepted --------
+
+
+def test_6_2_refuses_apply_rope_under_any_name():
+    import attnbook.positional as positional
+
+    for student in (apply_rope, lambda x, positions: positional.apply_rope(x, positions),
+                    lambda x, positions: apply_rope(x, positions, 10_000.0)):
+        with pytest.raises(CheckFailed, match="^Exercise 6.2 \\(rope\\): your function calls "
+                                              "apply_rope, which the exercise asks you not to use"):
+            check_rope(student)
+    x = torch.randn(3, 4)
+    assert torch.equal(apply_rope(x, torch.zeros(3, dtype=torch.long)), x)  # restored, defaults too
+
+
+def test_6_3_refuses_apply_rope():
+    with pytest.raises(CheckFailed, match="rope_score\\): your function calls apply_rope, .*work on "
+                                          "the pairs of q and k directly"):
+        check_rope_score(lambda q, k, offset: apply_rope(q[None], torch.tensor([offset]))[0] @ k)
+
+
+def test_6_3_shows_enough_digits_to_see_the_difference():
+    with pytest.raises(CheckFailed, match=r"with d = 2 and offset m - n = 3: expected -?\d\.\d{6,}, "
+                                          r"got -?\d\.\d{6,} \(off by [+-][\d.e-]+\)"):
+        check_rope_score(lambda q, k, offset: score_complex(q, k, offset) * (1 + 3e-4))
+
+
+def test_6_4_refuses_alibi_bias():
+    from attnbook.positional import alibi_bias
+
+    with pytest.raises(CheckFailed, match="alibi\\): your function calls alibi_bias, which the "
+                                          "exercise asks you not to use; fix the function as given"):
+        check_alibi_bias(lambda h, q, k: alibi_bias(h, q, k))
+
+
+@pytest.mark.parametrize("conclusion", [np.True_, torch.tensor(True), np.bool_(True)])
+def test_6_5_accepts_numpy_and_tensor_bools(conclusion, capsys):
+    check_rope_base_experiment(RIGHT, conclusion)
+    assert "✅ Exercise 6.5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("conclusion, verdict", [
+    (np.False_, r"your measurements are right, but your conclusion \(False\)"),
+    (torch.tensor([True]), "must be True or False"),  # not a 0-d tensor
+    (torch.tensor(1), "must be True or False"),  # an integer, not a bool
+])
+def test_6_5_rejects_wrong_conclusions_of_other_types(conclusion, verdict):
+    with pytest.raises(CheckFailed, match=verdict):
+        check_rope_base_experiment(RIGHT, conclusion)

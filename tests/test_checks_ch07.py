@@ -3,6 +3,7 @@ verdict, and correct answers written differently from the reference pass."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -14,92 +15,130 @@ from torch import nn
 from attnbook.attention import scaled_dot_product_attention
 from attnbook.checks.ch07 import (
     check_batched_heads,
-    check_heads_loop,
+    check_head_outputs,
     check_rank_prediction,
     check_rank_prediction_recorded,
     check_to_torch,
     check_torch_parameter_count,
 )
 from attnbook.checks.core import CheckFailed
+from attnbook.multihead import MultiHeadAttention, copy_to_torch, split_heads, to_torch
 
-# --- 7.3 one head at a time ----------------------------------------------------------------
+# --- 7.3 what each head adds ----------------------------------------------------------------
 
 
-def heads_loop_reference_style(mha, query, key, value, mask=None):
-    d = mha.head_dim
-    outputs = []
+def head_outputs_loop(mha, query, key, value, mask=None):
+    """Correct: the notebook's solution, one head at a time, with the columns of out_proj."""
+    d, terms = mha.head_dim, []
     for h in range(mha.n_heads):
         rows = slice(h * d, (h + 1) * d)
         q = F.linear(query, mha.q_proj.weight[rows], mha.q_proj.bias[rows])
         k = F.linear(key, mha.k_proj.weight[rows], mha.k_proj.bias[rows])
         v = F.linear(value, mha.v_proj.weight[rows], mha.v_proj.bias[rows])
-        outputs.append(scaled_dot_product_attention(q, k, v, mask)[0])
-    return mha.out_proj(torch.cat(outputs, dim=-1))
+        out, _ = scaled_dot_product_attention(q, k, v, mask)
+        terms.append(out @ mha.out_proj.weight[:, rows].T)
+    return torch.stack(terms)
 
 
-def heads_loop_project_then_slice(mha, query, key, value, mask=None):
-    """Correct, written differently: project once, slice the columns, sum the output per head."""
-    q_all, k_all, v_all = mha.q_proj(query), mha.k_proj(key), mha.v_proj(value)
-    d, out = mha.head_dim, mha.out_proj.bias.clone()
+def head_outputs_zero_padded(mha, query, key, value, mask=None):
+    """Correct, written differently: all heads at once, then each head's output alone in a
+    zero-padded concatenation, through out_proj without its bias."""
+    h, d = mha.n_heads, mha.head_dim
+    q, k, v = (split_heads(p(x), h) for p, x in
+               ((mha.q_proj, query), (mha.k_proj, key), (mha.v_proj, value)))
+    out, _ = scaled_dot_product_attention(q, k, v, mask)  # (B, H, Lq, d)
+    terms = []
+    for i in range(h):
+        alone = torch.zeros(*out.shape[:1], out.shape[2], h * d)
+        alone[..., i * d:(i + 1) * d] = out[:, i]
+        terms.append(F.linear(alone, mha.out_proj.weight))
+    return torch.stack(terms)
+
+
+def head_outputs_by_silencing_copies(mha, query, key, value, mask=None):
+    """Correct, written differently: run a copy of the module with every other head's
+    columns of out_proj zeroed, and its bias too."""
+    terms = []
     for h in range(mha.n_heads):
-        cols = slice(h * d, (h + 1) * d)
-        head, _ = scaled_dot_product_attention(q_all[..., cols], k_all[..., cols], v_all[..., cols], mask)
-        out = out + head @ mha.out_proj.weight[:, cols].T
-    return out
+        silenced = copy.deepcopy(mha)
+        keep = torch.zeros(mha.d_model)
+        keep[h * mha.head_dim:(h + 1) * mha.head_dim] = 1
+        silenced.out_proj.weight.mul_(keep)
+        silenced.out_proj.bias.zero_()
+        terms.append(silenced(query, key, value, mask)[0])
+    return torch.stack(terms)
 
 
-def heads_loop_ignores_mask(mha, query, key, value, mask=None):
-    return heads_loop_reference_style(mha, query, key, value, None)
-
-
-def heads_loop_self_attention(mha, query, key, value, mask=None):
-    return heads_loop_reference_style(mha, query, query, query, mask)
-
-
-def heads_loop_one_head(mha, query, key, value, mask=None):
-    """Wrong: the whole width as one head (scaled by 1/sqrt(D), not 1/sqrt(d))."""
-    q, k, v = mha.q_proj(query), mha.k_proj(key), mha.v_proj(value)
-    return mha.out_proj(scaled_dot_product_attention(q, k, v, mask)[0])
-
-
-def heads_loop_scales_weights_in_place(mha, query, key, value, mask=None):
-    mha.q_proj.weight.mul_(1.0)
-    mha.q_proj.bias.add_(0.5)
-    return heads_loop_reference_style(mha, query, key, value, mask)
-
-
-def heads_loop_nan_rows(mha, query, key, value, mask=None):
-    """Wrong: torch.softmax on a query that sees no key gives NaN."""
-    d = mha.head_dim
-    outputs = []
-    for h in range(mha.n_heads):
-        rows = slice(h * d, (h + 1) * d)
-        q = F.linear(query, mha.q_proj.weight[rows], mha.q_proj.bias[rows])
-        k = F.linear(key, mha.k_proj.weight[rows], mha.k_proj.bias[rows])
-        v = F.linear(value, mha.v_proj.weight[rows], mha.v_proj.bias[rows])
-        scores = (q @ k.transpose(-2, -1)) / d**0.5
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        outputs.append(torch.softmax(scores, dim=-1) @ v)
-    return mha.out_proj(torch.cat(outputs, dim=-1))
-
-
-@pytest.mark.parametrize("student", [heads_loop_reference_style, heads_loop_project_then_slice])
+@pytest.mark.parametrize("student", [head_outputs_loop, head_outputs_zero_padded,
+                                     head_outputs_by_silencing_copies])
 def test_7_3_passes_correct_answers_written_differently(student, capsys):
-    check_heads_loop(student)
-    assert "✅ Exercise 7.3" in capsys.readouterr().out
+    check_head_outputs(student)
+    assert "✅ Exercise 7.3 (head_outputs): every head's term correct in 6 cases" in (
+        capsys.readouterr().out)
+
+
+def head_outputs_rows(mha, query, key, value, mask=None):
+    """Wrong: rows h*d to (h+1)*d of out_proj.weight, (d, D), instead of its columns."""
+    d, terms = mha.head_dim, []
+    for h in range(mha.n_heads):
+        rows = slice(h * d, (h + 1) * d)
+        q = F.linear(query, mha.q_proj.weight[rows], mha.q_proj.bias[rows])
+        k = F.linear(key, mha.k_proj.weight[rows], mha.k_proj.bias[rows])
+        v = F.linear(value, mha.v_proj.weight[rows], mha.v_proj.bias[rows])
+        terms.append(scaled_dot_product_attention(q, k, v, mask)[0] @ mha.out_proj.weight[rows])
+    return torch.stack(terms)
+
+
+def head_outputs_whole_width_scale(mha, query, key, value, mask=None):
+    """Wrong: each head's scores scaled by 1/sqrt(D) instead of 1/sqrt(d)."""
+    h, d = mha.n_heads, mha.head_dim
+    q, k, v = (split_heads(p(x), h) for p, x in
+               ((mha.q_proj, query), (mha.k_proj, key), (mha.v_proj, value)))
+    out, _ = scaled_dot_product_attention(q, k, v, mask, scale=1 / math.sqrt(mha.d_model))
+    return torch.einsum("bhqd,ehd->hbqe", out, mha.out_proj.weight.view(-1, h, d))
+
+
+def head_outputs_one_head_holds_all(mha, query, key, value, mask=None):
+    """Wrong: the whole output (less its bias) put in head 0, zeros for the others."""
+    total = mha(query, key, value, mask)[0] - mha.out_proj.bias
+    return torch.stack([total] + [torch.zeros_like(total)] * (mha.n_heads - 1))
+
+
+FIRST_CASE = r"with 3 heads of width 3, query \(2, 2, 9\), key and value \(2, 5, 9\) and no mask: "
 
 
 @pytest.mark.parametrize("student, verdict", [
-    (heads_loop_ignores_mask, "values are wrong"),
-    (heads_loop_self_attention, "wrong shape|values are wrong|raised"),
-    (heads_loop_one_head, "values are wrong"),
-    (heads_loop_scales_weights_in_place, r"changed `mha.q_proj.bias` in place"),
-    (heads_loop_nan_rows, "NaN"),
+    # the output bias in every head's term
+    (lambda mha, *args: head_outputs_loop(mha, *args) + mha.out_proj.bias,
+     FIRST_CASE + r"108 of 108 values are wrong.*; every term includes mha.out_proj.bias"),
+    # the output bias shared among the heads: the sum is right, the terms are not
+    (lambda mha, *args: head_outputs_loop(mha, *args) + mha.out_proj.bias / mha.n_heads,
+     FIRST_CASE + r".*values are wrong.*; your terms add up to the module's output with its bias"),
+    (head_outputs_one_head_holds_all,
+     FIRST_CASE + r".*values are wrong.*; your terms add up to the module's output, but not head"),
+    (head_outputs_rows, FIRST_CASE + r"108 of 108 values are wrong; the first is at index "
+                                     r"\(0, 0, 0, 0\): expected -0.138069, got [-\d.]+$"),
+    (head_outputs_whole_width_scale, FIRST_CASE + r"\d+ of 108 values are wrong"),
+    # heads stacked after the batch
+    (lambda *args: head_outputs_loop(*args).transpose(0, 1),
+     FIRST_CASE + r"wrong shape: expected \(3, 2, 2, 9\), got \(2, 3, 2, 9\)"),
+    # the mask ignored
+    (lambda mha, query, key, value, mask=None: head_outputs_loop(mha, query, key, value),
+     r"and a mask of shape \(\d, \d\): .*values are wrong"),
 ])
 def test_7_3_rejects_wrong_answers(student, verdict):
     with pytest.raises(CheckFailed, match=verdict):
-        check_heads_loop(student)
+        check_head_outputs(student)
+
+
+def test_7_3_rejects_changing_the_weights_in_place():
+    def silences_in_place(mha, query, key, value, mask=None):
+        result = head_outputs_loop(mha, query, key, value, mask)
+        mha.out_proj.bias.zero_()
+        return result
+
+    with pytest.raises(CheckFailed, match=r"changed `mha.out_proj.bias` in place"):
+        check_head_outputs(silences_in_place)
 
 
 # --- 7.4 into PyTorch's module -------------------------------------------------------------
@@ -159,47 +198,6 @@ def test_7_4_rejects_wrong_answers(student, verdict):
 
 
 # --- Second review: answers the first version of these tests did not try -------------------
-
-
-def heads_loop_runs_the_module(mha, query, key, value, mask=None):
-    return mha(query, key, value, mask)[0]
-
-
-def heads_loop_runs_a_copy(mha, query, key, value, mask=None):
-    import copy
-
-    return copy.deepcopy(mha)(query, key, value, mask)[0]
-
-
-def heads_loop_columns(mha, query, key, value, mask=None):
-    """Wrong: columns of the weights (query @ W[:, rows]) instead of rows (F.linear)."""
-    d, outputs = mha.head_dim, []
-    for h in range(mha.n_heads):
-        c = slice(h * d, (h + 1) * d)
-        q = query @ mha.q_proj.weight[:, c] + mha.q_proj.bias[c]
-        k = key @ mha.k_proj.weight[:, c] + mha.k_proj.bias[c]
-        v = value @ mha.v_proj.weight[:, c] + mha.v_proj.bias[c]
-        outputs.append(scaled_dot_product_attention(q, k, v, mask)[0])
-    return mha.out_proj(torch.cat(outputs, dim=-1))
-
-
-def heads_loop_additive_mask(mha, query, key, value, mask=None):
-    """Correct, written differently: the boolean mask turned into an additive one."""
-    if mask is not None:
-        mask = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
-    return heads_loop_reference_style(mha, query, key, value, mask)
-
-
-def test_7_3_second_review(capsys):
-    check_heads_loop(heads_loop_additive_mask)
-    assert "✅ Exercise 7.3" in capsys.readouterr().out
-    for student in (heads_loop_runs_the_module, heads_loop_runs_a_copy):
-        with pytest.raises(CheckFailed, match=r"runs the module itself \(mha\(...\)\)"):
-            check_heads_loop(student)
-    with pytest.raises(CheckFailed, match="values are wrong"):
-        check_heads_loop(heads_loop_columns)
-    with pytest.raises(CheckFailed, match="values are wrong"):  # forgets the output bias
-        check_heads_loop(lambda mha, *args: heads_loop_reference_style(mha, *args) - mha.out_proj.bias)
 
 
 def test_7_4_second_review(capsys):
@@ -316,9 +314,20 @@ def test_7_2_rejects_each_bug_left_in(fixes, verdict):
         check_batched_heads(lambda *args: batched_as_given(*args, **fixes))
 
 
-def test_7_2_rejects_running_the_module():
-    with pytest.raises(CheckFailed, match=r"runs the module itself"):
-        check_batched_heads(lambda mha, q, k, v: mha(q, k, v)[0])
+@pytest.mark.parametrize("student", [
+    lambda mha, q, k, v: mha(q, k, v)[0],
+    lambda mha, q, k, v: copy.deepcopy(mha)(q, k, v)[0],
+    lambda mha, q, k, v: mha.forward(q, k, v)[0],
+    lambda mha, q, k, v: MultiHeadAttention.forward(mha, q, k, v)[0],  # got past the old ban
+])
+def test_7_2_rejects_running_the_module(student):
+    with pytest.raises(CheckFailed, match=r"^Exercise 7.2 \(batched_heads\): your function calls the "
+                                          r"module itself \(mha\(...\) or its forward\), which the "
+                                          r"exercise asks you not to use; fix the function as given: "
+                                          r"all heads at once .*without a loop over the heads$"):
+        check_batched_heads(student)
+    module = MultiHeadAttention(4, 2)  # the module runs again afterwards
+    assert module(torch.randn(1, 3, 4))[0].shape == (1, 3, 4)
 
 
 # --- 7.5 PyTorch's parameter count ---------------------------------------------------------
@@ -353,3 +362,22 @@ def test_7_5_passes_formulas_written_differently(student, capsys):
 def test_7_5_rejects_wrong_formulas(student, verdict):
     with pytest.raises(CheckFailed, match=verdict):
         check_torch_parameter_count(student)
+
+
+# --- Third review: the package's converters refused ------------------------------------------
+
+
+def test_7_4_refuses_the_package_converters():
+    import attnbook.multihead as multihead
+
+    for student, label in [
+        (to_torch, "attnbook.multihead.to_torch"),
+        (lambda mha: multihead.to_torch(mha), "attnbook.multihead.to_torch"),
+        (lambda mha: copy_to_torch(mha, nn.MultiheadAttention(mha.d_model, mha.n_heads,
+                                                              batch_first=True)), "copy_to_torch"),
+    ]:
+        with pytest.raises(CheckFailed, match=rf"^Exercise 7.4 \(to_torch\): your function calls "
+                                              rf"{label}, which the exercise asks you not to use"):
+            check_to_torch(student)
+    module = MultiHeadAttention(4, 2)  # the converters work again afterwards
+    assert to_torch(module).batch_first

@@ -8,6 +8,7 @@ caller's tensors must come back unchanged. Tolerances are stated in each docstri
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import math
 import numbers
@@ -102,6 +103,50 @@ def compare_named_cases(student: Callable, reference: Callable, cases: list[tupl
         problem = verdict(got, expected, atol, rtol, item_names)
         if problem:
             raise CheckFailed(f"{name}: {description}: {problem}")
+
+
+# --- Functions an exercise asks the student not to call -------------------------------------
+
+def _refusing_code(message: str):
+    """The code of a function that takes any arguments and raises CheckFailed(message). It has
+    no free variables, so it can stand in for the code of any function without a closure."""
+    namespace: dict = {}
+    exec("def refuse(*args, **kwargs):\n"
+         "    raise __import__('attnbook.checks.core', fromlist=['CheckFailed'])"
+         f".CheckFailed({message!r})\n", namespace)
+    return namespace["refuse"].__code__
+
+
+def without_calls(student_fn: Callable, name: str, banned: list[tuple[Callable, str]],
+                  advice: str) -> Callable:
+    """Wrap `student_fn` so that calling any of the `banned` (function, label) pairs is a
+    one-line verdict, "your function calls <label>, which the exercise asks you not to use;
+    <advice>", however the function is reached: by its name in the notebook, as the
+    module's attribute, under another name (`rope = apply_rope`), or through another
+    function of the package. For the time of the call each banned function's code is
+    swapped for one that raises (decorated functions are unwrapped first). (A candidate
+    for checks.core, next to `without_softmax`.)"""
+    targets = []
+    for function, label in banned:
+        function = inspect.unwrap(function)
+        if function.__closure__:
+            raise TypeError(f"without_calls cannot ban {label}: it has a closure")
+        message = (f"{name}: your function calls {label}, which the exercise asks you not "
+                   f"to use; {advice}")
+        targets.append((function, _refusing_code(message)))
+
+    def run(*args):
+        saved = [(f, f.__code__, f.__defaults__, f.__kwdefaults__) for f, _ in targets]
+        try:
+            for function, code in targets:
+                function.__defaults__, function.__kwdefaults__ = None, None
+                function.__code__ = code
+            return student_fn(*args)
+        finally:
+            for function, code, defaults, kwdefaults in saved:
+                function.__code__ = code
+                function.__defaults__, function.__kwdefaults__ = defaults, kwdefaults
+    return run
 
 
 # --- Exercise 4.1 ---------------------------------------------------------------------------
@@ -299,9 +344,14 @@ def check_masked_attention(student_fn) -> None:
     broadcast shapes (an (Lq, Lk) mask on 2-D, 3-D and 4-D inputs among them), each with
     a query that may see no key. Values within 1e-8 +
     1e-6 * |expected|, then the gradients with respect to q, k and v to the same
-    tolerance.
+    tolerance. Calling the package's scaled_dot_product_attention or masked_softmax
+    (which are the answer) is a verdict.
     """
     name = "Exercise 4.4 (masked_attention)"
+    student_fn = without_calls(
+        student_fn, name, [(scaled_dot_product_attention, "scaled_dot_product_attention"),
+                           (masked_softmax, "masked_softmax")],
+        "write the scores, the mask and the softmax yourself")
     makers = [_masked_problem(*case) for case in _MASK_CASES]
     with contextlib.redirect_stdout(io.StringIO()):  # one line at the end, for values and gradients
         compare_with_reference(student_fn, scaled_dot_product_attention, in_turn(*makers), name=name,
@@ -336,7 +386,7 @@ def _dominated_logits(*shape_ranges: tuple[int, int]):
     def make(generator: torch.Generator):
         logits, temperature = _large_logits(*shape_ranges)(generator)
         # The last two entries of each row stand thousands above the others: shifting a row by
-        # anything but its maximum (its mean, its first entry) still overflows exp().
+        # its mean or its first entry overflows exp(); shifting by its maximum does not.
         logits[..., -2:] += 8000
         return logits, temperature
     return make
@@ -350,6 +400,8 @@ def reference_softmax_with_temperature(logits, temperature):
 _SOFTMAXES = [(torch, "softmax", "torch.softmax"), (torch, "log_softmax", "torch.log_softmax"),
               (torch.nn.functional, "softmax", "F.softmax"),
               (torch.nn.functional, "log_softmax", "F.log_softmax"),
+              (torch, "_softmax", "torch._softmax"), (torch, "_log_softmax", "torch._log_softmax"),
+              (torch, "_safe_softmax", "torch._safe_softmax"),
               (torch.special, "softmax", "torch.special.softmax"),
               (torch.special, "log_softmax", "torch.special.log_softmax"),
               (torch.Tensor, "softmax", "Tensor.softmax"),
@@ -364,6 +416,8 @@ def without_softmax(student_fn: Callable, name: str) -> Callable:
             def refuse(*_args, _label=label, **_kwargs):
                 raise CheckFailed(f"{name}: your function calls {_label}, which the exercise asks you "
                                   "not to use; subtract each row's maximum and exponentiate yourself")
+            if not hasattr(owner, attribute):  # torch._safe_softmax is recent
+                continue
             saved.append((owner, attribute, owner.__dict__.get(attribute)))
             setattr(owner, attribute, refuse)
         try:
@@ -383,12 +437,16 @@ def check_softmax_with_temperature(student_fn) -> None:
     float64 logits of 1, 2 and 3 dimensions with offsets in the thousands, and rows
     whose entries differ by thousands (so only the maximum is a safe shift);
     temperatures in [0.5, 3]; within 1e-10 + 1e-8 * |expected|. Calling PyTorch's
-    softmax (or log_softmax) is a verdict, as the exercise asks.
+    softmax (or log_softmax, torch._softmax) or the package's masked_softmax is a verdict,
+    as the exercise asks.
     """
     name = "Exercise 4.5 (softmax_with_temperature)"
     cases = in_turn(_large_logits((2, 4), (2, 6)), _large_logits((2, 3), (2, 4), (2, 5)),
                     _large_logits((2, 6)), _dominated_logits((2, 4), (3, 6)), _dominated_logits((3, 6)))
-    compare_with_reference(without_softmax(student_fn, name), reference_softmax_with_temperature, cases,
+    student_fn = without_calls(without_softmax(student_fn, name), name,
+                               [(masked_softmax, "masked_softmax")],
+                               "subtract each row's maximum and exponentiate yourself")
+    compare_with_reference(student_fn, reference_softmax_with_temperature, cases,
                            name=name, trials=10,
                            atol=1e-10, rtol=1e-8, arg_names=("logits", "temperature"))
 
@@ -396,5 +454,5 @@ def check_softmax_with_temperature(student_fn) -> None:
 __all__ = ["check_temperature_for", "check_mask_prediction_recorded", "check_mask_prediction",
            "check_padded_attention", "check_masked_attention",
            "check_softmax_with_temperature", "as_number", "recorded", "compare_prediction",
-           "compare_named_cases",
+           "compare_named_cases", "without_calls", "without_softmax",
            "reference_temperature_for", "reference_padded_attention"]

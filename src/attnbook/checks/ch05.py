@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from attnbook.attention import causal_mask, scaled_dot_product_attention
+from attnbook.attention import causal_mask, padding_mask, scaled_dot_product_attention
 from attnbook.bench import max_path_length
-from attnbook.checks.ch04 import as_number, compare_prediction, recorded
+from attnbook.checks.ch04 import as_number, compare_named_cases, compare_prediction, recorded
 from attnbook.checks.core import (
     CheckFailed,
     call_student,
@@ -34,33 +34,63 @@ def _widths(generator: torch.Generator):
     return model_dim, head_dim, value_dim
 
 
-def _cross_problem(lq: tuple[int, int], lk: tuple[int, int]):
-    def make(generator: torch.Generator):
-        batch = random_size(generator, 1, 3)
-        n_q, n_k = random_size(generator, *lq), random_size(generator, *lk)
-        model_dim, head_dim, value_dim = _widths(generator)
-        x = torch.randn(batch, n_q, model_dim, generator=generator, dtype=torch.float64)
-        memory = torch.randn(batch, n_k, model_dim, generator=generator, dtype=torch.float64)
-        return (x, memory, *_weights(generator, model_dim, head_dim, value_dim))
-    return make
+def _cross_case(batch: int, n_queries: int, n_keys: int, lengths: list[int], seed: int):
+    """A named case of exercise 5.1: x (B, Lq, D), memory (B, Lk, D) padded after
+    lengths[b] positions, and w_q, w_k (D, d), w_v (D, dv) with D != d != dv."""
+    generator = torch.Generator().manual_seed(seed)
+    model_dim, head_dim, value_dim = _widths(generator)
+    x = torch.randn(batch, n_queries, model_dim, generator=generator, dtype=torch.float64)
+    memory = torch.randn(batch, n_keys, model_dim, generator=generator, dtype=torch.float64)
+    weights = _weights(generator, model_dim, head_dim, value_dim)
+    description = (f"with x {tuple(x.shape)}, memory {tuple(memory.shape)}, memory_lengths "
+                   f"{lengths} and widths D = {model_dim}, d = {head_dim}, dv = {value_dim}")
+    return description, (x, memory, torch.tensor(lengths), *weights)
 
 
-def reference_cross_attention(x, memory, w_q, w_k, w_v):
-    return scaled_dot_product_attention(x @ w_q, memory @ w_k, memory @ w_v)
+def _cross_cases() -> list[tuple[str, tuple]]:
+    """No padding first, then padded memories with lengths down to 1, a memory of one
+    position, one query, a batch of one, and as many queries as the batch size (so that a
+    (B, Lk) mask broadcast against (B, Lq, Lk) fits by chance and gives wrong values)."""
+    fixed = [(2, 3, 4, [4, 4]), (3, 4, 6, [6, 2, 4]), (2, 5, 3, [1, 3]), (1, 2, 7, [3]),
+             (3, 3, 5, [5, 1, 2]), (2, 1, 4, [2, 4]), (2, 3, 1, [1, 1])]
+    cases = [_cross_case(*sizes, seed=i) for i, sizes in enumerate(fixed)]
+    generator = torch.Generator().manual_seed(51)
+    for i in range(6):
+        batch, n_keys = random_size(generator, 1, 3), random_size(generator, 1, 7)
+        lengths = [random_size(generator, 1, n_keys) for _ in range(batch)]
+        cases.append(_cross_case(batch, random_size(generator, 1, 6), n_keys, lengths,
+                                 seed=100 + i))
+    return cases
+
+
+def reference_cross_attention(x, memory, memory_lengths, w_q, w_k, w_v):
+    """Cross-attention of x over the first memory_lengths[b] positions of memory b."""
+    keys_are_real = padding_mask(memory_lengths, memory.shape[-2])[:, None, :]  # (B, 1, Lk)
+    return scaled_dot_product_attention(x @ w_q, memory @ w_k, memory @ w_v, keys_are_real)
 
 
 def check_cross_attention(student_fn) -> None:
-    """Exercise 5.1: queries from x, keys and values from memory.
+    """Exercise 5.1: queries from x, keys and values from a padded memory, whose padded
+    positions get no weight; returns (output, weights).
 
-    float64; query and memory lengths from 1 to 7 (equal and unequal), widths with
-    D != d != dv; within 1e-8 + 1e-6 * |expected|.
+    float64; memories without padding and padded ones with lengths down to 1, one query
+    and several, a memory of one position, widths with D != d != dv, 7 fixed and 6
+    random cases; outputs and weights within 1e-8 + 1e-6 * |expected|.
     """
-    cases = in_turn(_cross_problem((2, 6), (2, 7)), _cross_problem((1, 1), (2, 7)),
-                    _cross_problem((2, 6), (1, 1)), _cross_problem((3, 3), (3, 3)))
-    compare_with_reference(student_fn, reference_cross_attention, cases,
-                           name="Exercise 5.1 (cross_attention)", trials=6, atol=1e-8, rtol=1e-6,
-                           item_names=("output", "weights"),
-                           arg_names=("x", "memory", "w_q", "w_k", "w_v"))
+    name = "Exercise 5.1 (cross_attention)"
+
+    def run(*inputs):
+        result = student_fn(*inputs)
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            got = "one tensor" if torch.is_tensor(result) else type(result).__name__
+            raise CheckFailed(f"{name}: return (output, weights), got {got}")
+        return tuple(result)
+
+    cases = _cross_cases()
+    compare_named_cases(run, reference_cross_attention, cases, name=name, atol=1e-8,
+                        rtol=1e-6, item_names=("output", "weights"),
+                        arg_names=("x", "memory", "memory_lengths", "w_q", "w_k", "w_v"))
+    print(f"✅ {name}: outputs and weights correct in all {len(cases)} cases.")
 
 
 def _self_problem(length: tuple[int, int]):

@@ -5,16 +5,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attnbook.attention import causal_mask
-from attnbook.checks.ch04 import as_number, compare_prediction
+from attnbook.attention import causal_mask, scaled_dot_product_attention
+from attnbook.checks.ch04 import as_number, compare_prediction, without_calls
 from attnbook.checks.core import (
     CheckFailed,
+    _snapshot,
     call_student,
     compare_with_reference,
     in_turn,
     random_size,
+    unchanged_inputs,
+    verdict,
 )
-from attnbook.multihead import MultiHeadAttention, split_heads
+from attnbook.multihead import MultiHeadAttention, copy_to_torch, split_heads, to_torch
 
 
 def _module_and_inputs(mask_kind: str):
@@ -60,45 +63,97 @@ def _unchanged_module(student_fn, name: str):
     return run
 
 
-def _without_calling(student_fn, name: str):
-    """Wrap a function of a module: a verdict if it runs the module itself (mha(...), a copy of it,
-    or mha.forward), since the exercise asks for the heads one at a time."""
-    def run(module, *args):
-        def refuse(*_args, **_kwargs):
-            raise CheckFailed(f"{name}: your function runs the module itself (mha(...)); compute each "
-                              "head from the rows of mha.q_proj, mha.k_proj and mha.v_proj in a loop")
-        module.forward = refuse
-        try:
-            return student_fn(module, *args)
-        finally:
-            del module.forward
-    return run
+def _without_running(student_fn, name: str, advice: str):
+    """Wrap a function of a module: a verdict if it runs a MultiHeadAttention's forward in
+    any way (mha(...), a copy of mha, MultiHeadAttention.forward(mha, ...)); `advice`
+    says what the exercise asks for instead."""
+    return without_calls(student_fn, name, [(MultiHeadAttention.forward,
+                                             "the module itself (mha(...) or its forward)")],
+                         advice)
 
 
-def check_heads_loop(student_fn) -> None:
-    """Exercise 7.3: multi-head attention, one head at a time.
+def reference_head_outputs(module, query, key, value, mask):
+    """(H, B, Lq, D): what each head adds to mha(query, key, value, mask)[0], without the
+    output bias. Head h's output meets columns h*d to (h+1)*d of out_proj.weight."""
+    n_heads, head_dim = module.n_heads, module.head_dim
+    with torch.no_grad():
+        q = split_heads(module.q_proj(query), n_heads)  # (B, H, Lq, d)
+        k = split_heads(module.k_proj(key), n_heads)
+        v = split_heads(module.v_proj(value), n_heads)
+        out, _ = scaled_dot_product_attention(q, k, v, mask)  # (B, H, Lq, d)
+        columns = module.out_proj.weight.view(module.d_model, n_heads, head_dim)  # (D, H, d)
+        return torch.einsum("bhqd,ehd->hbqe", out, columns)
 
-    2 to 4 heads, unequal query and key lengths, masks None, causal (Lq, Lk) and
-    random boolean (Lq, Lk) with a query that sees no key; within 1e-5 + 1e-4 * |expected|.
-    Running the module itself (mha(...)) is a verdict, as the exercise asks for a loop.
+
+def _head_outputs_hint(module, query, key, value, mask, got, expected) -> str:
+    """Why terms of the right shape are wrong, where the module's output tells: the output
+    bias added to every term, split among them, or terms that add up but not head by head."""
+    def close(a, b):
+        return torch.allclose(a.double(), b.double(), atol=1e-5, rtol=1e-4)
+
+    bias = module.out_proj.bias.detach()
+    total = _module_output(module, query, key, value, mask)
+    if close(got - expected, bias.expand_as(got)):
+        return ("; every term includes mha.out_proj.bias, which belongs to no head: "
+                "leave it out")
+    if close(got.sum(0), total):
+        return ("; your terms add up to the module's output with its bias, but the bias "
+                "belongs to no head: leave it out of every term")
+    if close(got.sum(0) + bias, total):
+        return "; your terms add up to the module's output, but not head by head"
+    return ""
+
+
+def check_head_outputs(student_fn) -> None:
+    """Exercise 7.3: what each head adds to the output, (H, B, Lq, D), without the output
+    bias, so that the heads' terms plus mha.out_proj.bias give mha(query, key, value, mask)[0].
+
+    2 to 4 heads of widths 1 to 4, batches of 1 to 3, unequal query and key lengths, masks
+    None, causal (Lq, Lk) and random boolean (Lq, Lk) with a query that sees no key, six
+    cases in all; within 1e-5 + 1e-4 * |expected| (float32). Where the module's output
+    explains a wrong answer, the verdict says so (the output bias added to every term or
+    split among them; terms that add up but not head by head). The module's weights and
+    the inputs must come back unchanged.
     """
-    name = "Exercise 7.3 (heads_loop)"
-    cases = in_turn(_module_and_inputs("none"), _module_and_inputs("causal"), _module_and_inputs("random"))
-    student = _unchanged_module(_without_calling(student_fn, name), name)
-    compare_with_reference(student, _module_output, cases, trials=6,
-                           name=name, arg_names=("mha", "query", "key", "value", "mask"))
+    name = "Exercise 7.3 (head_outputs)"
+    student = _unchanged_module(student_fn, name)
+    make = in_turn(_module_and_inputs("none"), _module_and_inputs("causal"),
+                   _module_and_inputs("random"))
+    generator = torch.Generator().manual_seed(73)
+    trials = 6
+    for _ in range(trials):
+        module, query, key, value, mask = make(generator)
+        mask_text = "no mask" if mask is None else f"a mask of shape {tuple(mask.shape)}"
+        case = (f"with {module.n_heads} heads of width {module.head_dim}, query "
+                f"{tuple(query.shape)}, key and value {tuple(key.shape)} and {mask_text}")
+        expected = reference_head_outputs(module, query, key, value, mask)
+        inputs = (query, key, value, mask)
+        before = _snapshot(inputs)
+        got = call_student(student, (module, *inputs), name, case=case)
+        unchanged_inputs(before, inputs, name, case, ("query", "key", "value", "mask"))
+        problem = verdict(got, expected)
+        if problem is None:
+            continue
+        if torch.is_tensor(got) and got.shape == expected.shape and got.is_floating_point():
+            problem += _head_outputs_hint(module, query, key, value, mask, got.detach(), expected)
+        raise CheckFailed(f"{name}: {case}: {problem}")
+    print(f"✅ {name}: every head's term correct in {trials} cases.")
 
 
 def check_to_torch(student_fn) -> None:
     """Exercise 7.4: an nn.MultiheadAttention that computes what our module computes.
 
     2 to 4 heads, key and value different from each other and from the query, unequal
-    lengths; outputs within 1e-5 + 1e-4 * |expected|.
+    lengths; outputs within 1e-5 + 1e-4 * |expected|. Calling the package's to_torch or
+    copy_to_torch (the answer) is a verdict.
     """
     name = "Exercise 7.4 (to_torch)"
+    converter = without_calls(student_fn, name, [(to_torch, "attnbook.multihead.to_torch"),
+                                                 (copy_to_torch, "copy_to_torch")],
+                              "copy the weights into in_proj_weight and the rest yourself")
 
     def convert_and_run(module, query, key, value, mask):
-        theirs = student_fn(module)
+        theirs = converter(module)
         if not isinstance(theirs, nn.MultiheadAttention):
             raise CheckFailed(f"{name}: expected an nn.MultiheadAttention, got a {type(theirs).__name__}")
         if not theirs.batch_first:
@@ -187,15 +242,17 @@ def check_batched_heads(student_fn) -> None:
     value)[0] without a mask.
 
     2 to 4 heads, batches of 1 to 3, key and value lengths that differ from the query's;
-    within 1e-5 + 1e-4 * |expected|. Running the module itself (mha(...)) is a verdict,
-    and so is changing its weights.
+    within 1e-5 + 1e-4 * |expected|. Running the module itself (mha(...), a copy of it, or
+    MultiHeadAttention.forward(mha, ...)) is a verdict, and so is changing its weights.
     """
     name = "Exercise 7.2 (batched_heads)"
 
     def run(module, query, key, value, mask):
         return student_fn(module, query, key, value)
 
-    student = _unchanged_module(_without_calling(run, name), name)
+    advice = ("fix the function as given: all heads at once from mha.q_proj, mha.k_proj "
+              "and mha.v_proj, without a loop over the heads")
+    student = _unchanged_module(_without_running(run, name, advice), name)
     compare_with_reference(student, _module_output, in_turn(_module_and_inputs("none")),
                            trials=6, name=name,
                            arg_names=("mha", "query", "key", "value", "mask"))
@@ -244,5 +301,5 @@ def check_torch_parameter_count(student_fn) -> None:
 
 
 __all__ = ["check_rank_prediction_recorded", "check_rank_prediction", "check_batched_heads",
-           "check_heads_loop", "check_to_torch", "check_torch_parameter_count",
-           "head_score_rank", "torch_parameters"]
+           "check_head_outputs", "check_to_torch", "check_torch_parameter_count",
+           "head_score_rank", "reference_head_outputs", "torch_parameters"]
