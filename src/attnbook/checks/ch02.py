@@ -19,6 +19,7 @@ from attnbook.attention import AdditiveScore, masked_softmax, padding_mask
 from attnbook.checks.core import (
     CheckFailed,
     _describe,
+    as_number,
     call_student,
     check_answer,
     compare_cases,
@@ -397,7 +398,7 @@ def check_weight_limits(student_fn) -> None:
                               f"got {_describe(got)}")
         for label, value, truth in zip(("smallest", "largest"), got,
                                        reference_weight_limits(v, n_positions)):
-            number = _number(value)
+            number = as_number(value, whole=False)
             if number is None:
                 raise CheckFailed(f"{name}: {case}: the {label} weight must be a number, "
                                   f"got {_describe(value)}")
@@ -405,20 +406,6 @@ def check_weight_limits(student_fn) -> None:
                 raise CheckFailed(f"{name}: {case}: the {label} weight should be "
                                   f"{truth:.6g}, got {number:.6g}")
     print(f"✅ {name}: right in all {len(cases)} cases.")
-
-
-def _number(value) -> float | None:
-    """A Python float from an int, a float, a NumPy scalar or a 0-d tensor, else None."""
-    if torch.is_tensor(value):
-        return float(value.item()) if value.numel() == 1 and value.dim() == 0 else None
-    if hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):
-        try:
-            value = value.item()
-        except (TypeError, ValueError):
-            return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    return float(value)
 
 
 __all__ = ["check_additive_score", "check_masked_softmax", "check_context_from_scores",

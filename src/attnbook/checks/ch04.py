@@ -8,10 +8,8 @@ caller's tensors must come back unchanged. Tolerances are stated in each docstri
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import math
-import numbers
 from collections.abc import Callable
 
 import torch
@@ -19,135 +17,18 @@ import torch
 from attnbook.attention import causal_mask, masked_softmax, padding_mask, scaled_dot_product_attention
 from attnbook.checks.core import (
     CheckFailed,
-    _snapshot,
+    _short,
+    as_number,
     call_student,
+    compare_cases,
     compare_gradients,
+    compare_prediction,
     compare_with_reference,
     in_turn,
     random_size,
-    unchanged_inputs,
-    verdict,
+    recorded,
+    without_calls,
 )
-
-# --- Numbers the student writes down ---------------------------------------------------------
-
-def as_number(value, whole: bool):
-    """A Python number from an int, a float, a NumPy scalar or a 0-d tensor; None if it
-    is none of these (or not a whole number where one is asked for). (A candidate for
-    checks.core: ch08 has the same helper.)"""
-    if torch.is_tensor(value):
-        if value.dim() != 0:
-            return None
-        if whole and (value.is_floating_point() or value.is_complex()):
-            return None
-        value = value.item()
-    elif hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):
-        try:
-            value = value.item()  # a NumPy scalar
-        except (TypeError, ValueError):
-            return None
-    if isinstance(value, bool):
-        return None
-    if whole:
-        return int(value) if isinstance(value, numbers.Integral) else None
-    return float(value) if isinstance(value, numbers.Real) else None
-
-
-def recorded(name: str, predictions: dict[str, object], whole: bool = True) -> dict:
-    """The first step of a predict-then-measure exercise: every prediction is written
-    down, as a number (a whole one if `whole`). Says nothing about whether it is right."""
-    values = {}
-    for label, value in predictions.items():
-        if value is ...:
-            raise CheckFailed(f"{name}: replace the ... in `{label}` with your prediction")
-        number = as_number(value, whole)
-        if number is None:
-            kind = "a whole number (an int)" if whole else "a number"
-            raise CheckFailed(f"{name}: `{label}` must be {kind}, got {_short(value)}")
-        values[label] = number
-    return values
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def compare_prediction(name: str, truths: dict[str, tuple[str, str, object]],
-                       whole: bool = True, rel_tol: float = 0.0) -> None:
-    """Compare predictions and measurements with the truth: `truths` is
-    {description: (predicted value, measured value, true value)}. Every wrong number is
-    named, with how far off it is, in one line (`rel_tol` of the truth is allowed)."""
-    problems = []
-    for description, (predicted, measured, truth) in truths.items():
-        for adjective, value in (("predicted", predicted), ("measured", measured)):
-            off = value - truth
-            if abs(off) > rel_tol * abs(truth):
-                how = f"off by {off:+d}" if whole else f"off by {off:+.4g}"
-                problems.append(f"the {adjective} {description} is {value:g}, {how}")
-    if problems:
-        raise CheckFailed(f"{name}: " + "; ".join(problems))
-
-
-def compare_named_cases(student: Callable, reference: Callable, cases: list[tuple[str, tuple]],
-                        name: str, atol: float, rtol: float,
-                        arg_names: tuple[str, ...], item_names: tuple[str, ...] | None = None) -> None:
-    """core.compare_cases with `item_names` (which core.compare_cases lacks): the verdict
-    names "the output (item 0)" rather than "item 0". Prints nothing when right. (A
-    candidate for checks.core: an `item_names` argument to compare_cases.)"""
-    for description, inputs in cases:
-        expected = reference(*_snapshot(inputs))
-        before = _snapshot(inputs)
-        got = call_student(student, inputs, name, case=description)
-        unchanged_inputs(before, inputs, name, description, arg_names)
-        problem = verdict(got, expected, atol, rtol, item_names)
-        if problem:
-            raise CheckFailed(f"{name}: {description}: {problem}")
-
-
-# --- Functions an exercise asks the student not to call -------------------------------------
-
-def _refusing_code(message: str):
-    """The code of a function that takes any arguments and raises CheckFailed(message). It has
-    no free variables, so it can stand in for the code of any function without a closure."""
-    namespace: dict = {}
-    exec("def refuse(*args, **kwargs):\n"
-         "    raise __import__('attnbook.checks.core', fromlist=['CheckFailed'])"
-         f".CheckFailed({message!r})\n", namespace)
-    return namespace["refuse"].__code__
-
-
-def without_calls(student_fn: Callable, name: str, banned: list[tuple[Callable, str]],
-                  advice: str) -> Callable:
-    """Wrap `student_fn` so that calling any of the `banned` (function, label) pairs is a
-    one-line verdict, "your function calls <label>, which the exercise asks you not to use;
-    <advice>", however the function is reached: by its name in the notebook, as the
-    module's attribute, under another name (`rope = apply_rope`), or through another
-    function of the package. For the time of the call each banned function's code is
-    swapped for one that raises (decorated functions are unwrapped first). (A candidate
-    for checks.core, next to `without_softmax`.)"""
-    targets = []
-    for function, label in banned:
-        function = inspect.unwrap(function)
-        if function.__closure__:
-            raise TypeError(f"without_calls cannot ban {label}: it has a closure")
-        message = (f"{name}: your function calls {label}, which the exercise asks you not "
-                   f"to use; {advice}")
-        targets.append((function, _refusing_code(message)))
-
-    def run(*args):
-        saved = [(f, f.__code__, f.__defaults__, f.__kwdefaults__) for f, _ in targets]
-        try:
-            for function, code in targets:
-                function.__defaults__, function.__kwdefaults__ = None, None
-                function.__code__ = code
-            return student_fn(*args)
-        finally:
-            for function, code, defaults, kwdefaults in saved:
-                function.__code__ = code
-                function.__defaults__, function.__kwdefaults__ = defaults, kwdefaults
-    return run
-
 
 # --- Exercise 4.1 ---------------------------------------------------------------------------
 
@@ -283,8 +164,9 @@ def check_padded_attention(student_fn) -> None:
                               f"{_short(result) if not torch.is_tensor(result) else 'one tensor'}")
         return tuple(result)
 
-    compare_named_cases(run, reference, cases, name=name, atol=1e-8, rtol=1e-6,
-                        arg_names=("q", "k", "v", "lengths"), item_names=("output", "weights"))
+    compare_cases(run, reference, cases, name=name, atol=1e-8, rtol=1e-6,
+                  arg_names=("q", "k", "v", "lengths"), item_names=("output", "weights"),
+                  announce=False)
     print(f"✅ {name}: outputs and weights correct in all {len(cases)} cases.")
 
 
@@ -453,6 +335,5 @@ def check_softmax_with_temperature(student_fn) -> None:
 
 __all__ = ["check_temperature_for", "check_mask_prediction_recorded", "check_mask_prediction",
            "check_padded_attention", "check_masked_attention",
-           "check_softmax_with_temperature", "as_number", "recorded", "compare_prediction",
-           "compare_named_cases", "without_calls", "without_softmax",
+           "check_softmax_with_temperature", "without_softmax",
            "reference_temperature_for", "reference_padded_attention"]

@@ -6,13 +6,16 @@ import torch
 
 from attnbook.attention import causal_mask, padding_mask, scaled_dot_product_attention
 from attnbook.bench import max_path_length
-from attnbook.checks.ch04 import as_number, compare_named_cases, compare_prediction, recorded
 from attnbook.checks.core import (
     CheckFailed,
+    as_number,
     call_student,
+    compare_cases,
+    compare_prediction,
     compare_with_reference,
     in_turn,
     random_size,
+    recorded,
 )
 
 
@@ -87,9 +90,9 @@ def check_cross_attention(student_fn) -> None:
         return tuple(result)
 
     cases = _cross_cases()
-    compare_named_cases(run, reference_cross_attention, cases, name=name, atol=1e-8,
-                        rtol=1e-6, item_names=("output", "weights"),
-                        arg_names=("x", "memory", "memory_lengths", "w_q", "w_k", "w_v"))
+    compare_cases(run, reference_cross_attention, cases, name=name, atol=1e-8,
+                  rtol=1e-6, item_names=("output", "weights"), announce=False,
+                  arg_names=("x", "memory", "memory_lengths", "w_q", "w_k", "w_v"))
     print(f"✅ {name}: outputs and weights correct in all {len(cases)} cases.")
 
 

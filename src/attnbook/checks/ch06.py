@@ -6,14 +6,17 @@ import math
 
 import torch
 
-from attnbook.checks.ch04 import as_number, compare_prediction, recorded, without_calls
 from attnbook.checks.core import (
     CheckFailed,
     _describe,
+    as_number,
     call_student,
+    compare_prediction,
     compare_with_reference,
     in_turn,
     random_size,
+    recorded,
+    without_calls,
 )
 from attnbook.positional import alibi_bias, apply_rope
 

@@ -6,16 +6,18 @@ import torch
 from torch import nn
 
 from attnbook.attention import causal_mask, scaled_dot_product_attention
-from attnbook.checks.ch04 import as_number, compare_prediction, without_calls
 from attnbook.checks.core import (
     CheckFailed,
     _snapshot,
+    as_number,
     call_student,
+    compare_prediction,
     compare_with_reference,
     in_turn,
     random_size,
     unchanged_inputs,
     verdict,
+    without_calls,
 )
 from attnbook.multihead import MultiHeadAttention, copy_to_torch, split_heads, to_torch
 

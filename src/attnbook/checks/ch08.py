@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from attnbook.attention import causal_mask, padding_mask
-from attnbook.checks.core import CheckFailed, _describe, call_student, compare_cases
+from attnbook.checks.core import CheckFailed, _describe, as_number, call_student, compare_cases
 from attnbook.data import date_vocabs, make_batch, make_date_task
 from attnbook.seeds import seeded
 from attnbook.train import sequence_loss, set_seed
@@ -42,35 +42,14 @@ def check_block_parameters(encoder_fn, decoder_fn) -> None:
 PAPER_D_MODEL, PAPER_WARMUP = 512, 4000
 
 
-def _number(value, whole: bool):
-    """A Python number from an int, a float, a NumPy scalar or a 0-d tensor; None if it
-    is none of these (or a float where a whole number is asked for)."""
-    if torch.is_tensor(value):
-        if value.numel() != 1 or value.dim() != 0:
-            return None
-        if whole and (value.is_floating_point() or value.is_complex()):
-            return None
-        value = value.item()
-    elif hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):
-        try:
-            value = value.item()  # a NumPy scalar
-        except (TypeError, ValueError):
-            return None
-    if isinstance(value, bool):
-        return None
-    if whole:
-        return int(value) if isinstance(value, numbers.Integral) else None
-    return float(value) if isinstance(value, numbers.Real) else None
-
-
 def check_schedule_recorded(predicted_fraction, predicted_half_step) -> None:
     """Exercise 8.2, first step: both predictions are written down (a number and a whole
     number). Says nothing about whether they are right: that comes after the measurement."""
     name = "Exercise 8.2 (prediction)"
     if predicted_fraction is ... or predicted_half_step is ...:
         raise CheckFailed(f"{name}: replace the ... with your predictions")
-    fraction = _number(predicted_fraction, whole=False)
-    step = _number(predicted_half_step, whole=True)
+    fraction = as_number(predicted_fraction, whole=False)
+    step = as_number(predicted_half_step, whole=True)
     if fraction is None:
         raise CheckFailed(f"{name}: the fraction must be a number, got {predicted_fraction!r}")
     if step is None:
@@ -95,7 +74,7 @@ def check_schedule_prediction(predicted_fraction, predicted_half_step, measured_
                                   ("measurement", measured_fraction, measured_half_step)):
         if fraction is ... or step is ...:
             raise CheckFailed(f"{name}: replace the ... in your {label} with numbers")
-        as_fraction, as_step = _number(fraction, whole=False), _number(step, whole=True)
+        as_fraction, as_step = as_number(fraction, whole=False), as_number(step, whole=True)
         if as_fraction is None:
             raise CheckFailed(f"{name}: the {label}'s fraction must be a number, got "
                               f"{fraction!r}")

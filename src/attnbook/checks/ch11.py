@@ -9,7 +9,12 @@ from collections.abc import Callable
 import torch
 
 from attnbook.bench.memory import _quiet_native_stderr
-from attnbook.checks.core import CheckFailed, call_student, unchanged_inputs, verdict
+from attnbook.checks.core import (
+    CheckFailed,
+    call_student,
+    compare_cases,
+    verdict,
+)
 from attnbook.flash.reference import (
     flash_backward,
     flash_forward,
@@ -19,22 +24,6 @@ from attnbook.flash.reference import (
 from attnbook.ring import merge_partials
 
 INF = float("-inf")
-
-
-def _compare_named_cases(student: Callable, reference: Callable, cases: list[tuple[str, tuple]],
-                         name: str, item_names: tuple[str, ...], arg_names: tuple[str, ...],
-                         atol: float, rtol: float, announce: bool = True) -> None:
-    """Like core.compare_cases, for functions returning a tuple: the verdict names the item."""
-    for description, inputs in cases:
-        expected = reference(*[x.clone() if torch.is_tensor(x) else x for x in inputs])
-        before = tuple(x.clone() if torch.is_tensor(x) else x for x in inputs)
-        got = call_student(student, inputs, name, case=description)
-        unchanged_inputs(before, inputs, name, description, arg_names)
-        problem = verdict(got, expected, atol, rtol, item_names)
-        if problem:
-            raise CheckFailed(f"{name}: {description}: {problem}")
-    if announce:
-        print(f"✅ {name}: correct in all {len(cases)} cases.")
 
 
 # ---------------------------------------------------------------- Exercise 11.1: one tile step
@@ -145,8 +134,8 @@ def check_tile_step(student_fn) -> None:
         return tuple(result)
 
     cases = _tile_cases()
-    _compare_named_cases(returns_three, reference_tile_step, cases, name, items, arg_names,
-                         atol=1e-9, rtol=1e-7, announce=False)
+    compare_cases(returns_three, reference_tile_step, cases, name, atol=1e-9, rtol=1e-7,
+                  arg_names=arg_names, item_names=items, announce=False)
     # Folding: three tiles of keys, then acc / row_sum is attention.
     g = torch.Generator().manual_seed(1102)
     q, k, v = (torch.randn(2, 9, 4, generator=g, dtype=torch.float64) for _ in range(3))
@@ -218,8 +207,8 @@ def check_merge_partials(student_fn) -> None:
                               f"{type(result).__name__}")
         return tuple(result)
 
-    _compare_named_cases(returns_two, merge_partials, _merge_cases(), name, ("out", "lse"),
-                         ("out_a", "lse_a", "out_b", "lse_b"), atol=1e-9, rtol=1e-7)
+    compare_cases(returns_two, merge_partials, _merge_cases(), name, atol=1e-9, rtol=1e-7,
+                  arg_names=("out_a", "lse_a", "out_b", "lse_b"), item_names=("out", "lse"))
 
 
 # ---------------------------------------------------------------- Exercise 11.3: causal backward
@@ -255,9 +244,9 @@ def check_tiled_backward(student_fn) -> None:
     cases = [_backward_case(1, 32, 32, False, 16), _backward_case(2, 48, 48, True, 16),
              _backward_case(3, 37, 37, True, 8), _backward_case(4, 20, 45, True, 16),
              _backward_case(5, 10, 10, True, 64), _backward_case(6, 20, 37, True, 16)]
-    _compare_named_cases(student_fn, reference_tiled_backward, cases, name, ("dq", "dk", "dv"),
-                         ("q", "k", "v", "out", "lse", "grad_out", "causal", "block"),
-                         atol=1e-8, rtol=1e-6)
+    compare_cases(student_fn, reference_tiled_backward, cases, name, atol=1e-8, rtol=1e-6,
+                  arg_names=("q", "k", "v", "out", "lse", "grad_out", "causal", "block"),
+                  item_names=("dq", "dk", "dv"))
 
 
 # ---------------------------------------------------------------- Exercise 11.4: count the tiles

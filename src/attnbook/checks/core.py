@@ -10,6 +10,7 @@ visibly; a right one prints a single line.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import numbers
 import signal
 import threading
@@ -353,16 +354,122 @@ def require_dtype(student_fn: Callable, dtype: torch.dtype, name: str, why: str)
 
 def compare_cases(student: Callable, reference: Callable, cases: list[tuple[str, tuple]],
                   name: str, atol: float = 1e-5, rtol: float = 1e-4,
-                  arg_names: tuple[str, ...] | None = None) -> None:
+                  arg_names: tuple[str, ...] | None = None,
+                  item_names: tuple[str, ...] | None = None, announce: bool = True) -> None:
     """compare_with_reference on named cases: `cases` holds (description, inputs) pairs,
     and a verdict starts with the case's description ("with scores of shape (3, 5) and
-    an additive mask ...") rather than only the shapes."""
+    an additive mask ...") rather than only the shapes. `item_names` names the parts of
+    a tuple result ("the output (item 0)"); with `announce=False` a right answer prints
+    nothing, for checks that go on testing after the cases."""
     for description, inputs in cases:
         expected = reference(*list(_snapshot(inputs)))
         before = list(_snapshot(inputs))
         got = call_student(student, inputs, name, case=description)
         unchanged_inputs(tuple(before), inputs, name, description, arg_names)
-        problem = verdict(got, expected, atol, rtol)
+        problem = verdict(got, expected, atol, rtol, item_names)
         if problem:
             raise CheckFailed(f"{name}: {description}: {problem}")
-    print(f"✅ {name}: correct in all {len(cases)} cases.")
+    if announce:
+        print(f"✅ {name}: correct in all {len(cases)} cases.")
+
+
+# --- Numbers the student writes down ---------------------------------------------------------
+
+def as_number(value, whole: bool):
+    """A Python number from an int, a float, a NumPy scalar or a 0-d tensor; None if it
+    is none of these (or not a whole number where one is asked for)."""
+    if torch.is_tensor(value):
+        if value.dim() != 0:
+            return None
+        if whole and (value.is_floating_point() or value.is_complex()):
+            return None
+        value = value.item()
+    elif hasattr(value, "item") and not isinstance(value, (list, tuple, dict)):
+        try:
+            value = value.item()  # a NumPy scalar
+        except (TypeError, ValueError):
+            return None
+    if isinstance(value, bool):
+        return None
+    if whole:
+        return int(value) if isinstance(value, numbers.Integral) else None
+    return float(value) if isinstance(value, numbers.Real) else None
+
+
+def recorded(name: str, predictions: dict[str, object], whole: bool = True) -> dict:
+    """The first step of a predict-then-measure exercise: every prediction is written
+    down, as a number (a whole one if `whole`). Says nothing about whether it is right."""
+    values = {}
+    for label, value in predictions.items():
+        if value is ...:
+            raise CheckFailed(f"{name}: replace the ... in `{label}` with your prediction")
+        number = as_number(value, whole)
+        if number is None:
+            kind = "a whole number (an int)" if whole else "a number"
+            raise CheckFailed(f"{name}: `{label}` must be {kind}, got {_short(value)}")
+        values[label] = number
+    return values
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def compare_prediction(name: str, truths: dict[str, tuple[str, str, object]],
+                       whole: bool = True, rel_tol: float = 0.0) -> None:
+    """Compare predictions and measurements with the truth: `truths` is
+    {description: (predicted value, measured value, true value)}. Every wrong number is
+    named, with how far off it is, in one line (`rel_tol` of the truth is allowed)."""
+    problems = []
+    for description, (predicted, measured, truth) in truths.items():
+        for adjective, value in (("predicted", predicted), ("measured", measured)):
+            off = value - truth
+            if abs(off) > rel_tol * abs(truth):
+                how = f"off by {off:+d}" if whole else f"off by {off:+.4g}"
+                problems.append(f"the {adjective} {description} is {value:g}, {how}")
+    if problems:
+        raise CheckFailed(f"{name}: " + "; ".join(problems))
+
+
+# --- Functions an exercise asks the student not to call -------------------------------------
+
+def _refusing_code(message: str):
+    """The code of a function that takes any arguments and raises CheckFailed(message). It has
+    no free variables, so it can stand in for the code of any function without a closure."""
+    namespace: dict = {}
+    exec("def refuse(*args, **kwargs):\n"
+         "    raise __import__('attnbook.checks.core', fromlist=['CheckFailed'])"
+         f".CheckFailed({message!r})\n", namespace)
+    return namespace["refuse"].__code__
+
+
+def without_calls(student_fn: Callable, name: str, banned: list[tuple[Callable, str]],
+                  advice: str) -> Callable:
+    """Wrap `student_fn` so that calling any of the `banned` (function, label) pairs is a
+    one-line verdict, "your function calls <label>, which the exercise asks you not to use;
+    <advice>", however the function is reached: by its name in the notebook, as the
+    module's attribute, under another name (`rope = apply_rope`), or through another
+    function of the package. For the time of the call each banned function's code is
+    swapped for one that raises (decorated functions are unwrapped first)."""
+    targets = []
+    for function, label in banned:
+        function = inspect.unwrap(function)
+        if function.__closure__:
+            raise TypeError(f"without_calls cannot ban {label}: it has a closure")
+        message = (f"{name}: your function calls {label}, which the exercise asks you not "
+                   f"to use; {advice}")
+        targets.append((function, _refusing_code(message)))
+
+    def run(*args):
+        saved = [(f, f.__code__, f.__defaults__, f.__kwdefaults__) for f, _ in targets]
+        try:
+            for function, code in targets:
+                function.__defaults__, function.__kwdefaults__ = None, None
+                function.__code__ = code
+            return student_fn(*args)
+        finally:
+            for function, code, defaults, kwdefaults in saved:
+                function.__code__ = code
+                function.__defaults__, function.__kwdefaults__ = defaults, kwdefaults
+    return run
