@@ -4,6 +4,7 @@ server with every other host blocked, so anything fetched from the network fails
 import functools
 import http.server
 import os
+import re
 import threading
 from pathlib import Path
 from urllib.parse import urlparse
@@ -137,12 +138,50 @@ def toc_pages():
     return [entry["file"] for part in toc["parts"] for entry in part["chapters"]]
 
 
+# Every image on a page: its alt text, whether it loaded, and (inside the text
+# column) whether it fits the column's width at the test's 1280-pixel window.
+IMAGES = """imgs => imgs.map(i => {
+    const column = i.closest("main") && i.closest("article, main");
+    return {src: i.getAttribute("src") || "", alt: (i.getAttribute("alt") || "").trim(),
+            loaded: i.complete && i.naturalWidth > 0,
+            width: i.getBoundingClientRect().width,
+            room: column ? column.getBoundingClientRect().width : null};
+})"""
+IMAGE_FILE = re.compile(r"\.(png|jpe?g|gif|svg|webp)$", re.IGNORECASE)
+
+
+def image_problems(images):
+    """One line per image a reader would miss: not loaded, no alt text (docutils writes
+    the file's path as alt text when a figure has none), or wider than the text."""
+    problems = []
+    for image in images:
+        name = image["src"].rsplit("/", 1)[-1][:16]
+        if not image["loaded"]:
+            problems.append(f"{name}: did not load")
+        if not image["alt"] or IMAGE_FILE.search(image["alt"]):
+            problems.append(f"{name}: no alt text ({image['alt'] or 'empty'})")
+        if image["room"] is not None and image["width"] > image["room"] + 1:
+            problems.append(f"{name}: {image['width']:.0f} px wide in a column of "
+                            f"{image['room']:.0f} px")
+    return problems
+
+
+def test_image_problems_are_caught():
+    good = {"src": "../_images/a.png", "alt": "A line rising", "loaded": True,
+            "width": 600, "room": 800}
+    assert image_problems([good]) == []
+    assert image_problems([{**good, "alt": "../_images/a.png"}])  # docutils' default
+    assert image_problems([{**good, "alt": ""}])
+    assert image_problems([{**good, "loaded": False}])
+    assert image_problems([{**good, "width": 900}])
+
+
 @pytest.mark.parametrize("page", toc_pages())
 def test_every_page_loads_cleanly_offline(browser, server, page):
     visit = Visit(browser, server, f"{page}.html")
     assert visit.page.locator("article h1").count() >= 1
-    widths = visit.page.eval_on_selector_all("main img", "imgs => imgs.map(i => i.naturalWidth)")
-    assert all(w > 0 for w in widths), f"{page}: an image did not load"
+    images = visit.page.eval_on_selector_all("img", IMAGES)
+    assert image_problems(images) == [], f"{page}: images a reader would miss"
     if visit.page.locator("main .math").count():
         visit.page.wait_for_selector("mjx-container", state="attached", timeout=20_000)
     visit.assert_clean()
