@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0+cpu
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: book student-book test lab pdf lint unit notebooks site browser exercises seeds lock clean browser-deps
+.PHONY: book student-book test lab pdf release-tag binder lint unit notebooks site browser exercises seeds lock clean browser-deps
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going --path-output . -q
@@ -55,6 +55,17 @@ lab: $(STAMP)
 # The whole book as one PDF (_build/attnbook.pdf), printed offline by headless Chromium.
 pdf: book browser-deps
 	$(BIN)/python -m tools.make_pdf --out _build/attnbook.pdf
+
+# Tag this commit as the release that every notebook's install cell installs (v<version>).
+release-tag: $(STAMP)
+	$(BIN)/python -m tools.launch_cell --check
+	$(BIN)/python -m tools.binder_env --check
+	git tag -a "$$($(BIN)/python -m tools.launch_cell --tag)" -m "attnbook $$($(BIN)/python -m tools.launch_cell --tag)"
+	@echo "Push it: git push origin $$($(BIN)/python -m tools.launch_cell --tag)"
+
+# Regenerate binder/ from requirements.lock and TORCH_SPEC (after `make lock`).
+binder: $(STAMP)
+	$(BIN)/python -m tools.binder_env
 
 # Regenerate exercises/ from solutions/ (and execute them so outputs are stored).
 exercises: $(STAMP)
