@@ -44,7 +44,7 @@ student-book: $(STAMP)
 	$(BIN)/python -m tools.student_toc _build/_toc_student.yml
 	$(BIN)/jupyter-book build . --toc _build/_toc_student.yml --path-output _build_student \
 	  --warningiserror --keep-going -q
-	@echo "Student site (no solutions): file://$(CURDIR)/_build_student/_build/html/index.html"
+	@echo "Student site (no solutions, no instructor's guide): file://$(CURDIR)/_build_student/_build/html/index.html"
 
 # Jupyter refuses to start as root unless told; containers often run as root.
 LAB_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
