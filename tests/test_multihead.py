@@ -260,3 +260,65 @@ def test_accepted_mask_shapes_broadcast_over_batch_and_heads(shape):
 def test_torch_attn_mask_refuses_a_3d_mask_too():
     with pytest.raises(ValueError, match=r"mask of shape \(2, 3, 4\) has 3 dimensions"):
         torch_attn_mask(torch.ones(2, 3, 4, dtype=torch.bool), 2, 2, 3, 4)
+
+
+# --- Dropout on the attention weights -------------------------------------------------------
+
+def dropped_weights(module, query, mask=None):
+    """The weights after dropout that the training forward used, recovered from its output
+    (out_proj is invertible here), by the same dropout draw under the same seed."""
+    torch.manual_seed(1)
+    out, weights = module(query, mask=mask)
+    torch.manual_seed(1)
+    kept = module.weight_dropout(weights)  # the draw the forward made
+    v = split_heads(module.v_proj(query), module.n_heads)
+    expected = module.out_proj(merge_heads(kept @ v))
+    return out, weights, kept, expected
+
+
+@pytest.mark.parametrize("position", [{}, {"rope": True}, {"alibi": True}])
+def test_dropout_in_training_drops_weights_and_returns_them_undropped(position):
+    torch.manual_seed(0)
+    module = MultiHeadAttention(16, 4, dropout=0.5, **position).train()
+    query = torch.randn(2, 6, 16)
+    mask = causal_mask(6, 6)
+    out, weights, kept, expected = dropped_weights(module, query, mask)
+    eval_out, eval_weights = module.eval()(query, mask=mask)
+    assert not torch.allclose(out, eval_out)  # training output changed by dropout
+    torch.testing.assert_close(out, expected)  # ... by dropping these weights
+    torch.testing.assert_close(weights, eval_weights)  # returned: before dropout
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 6))
+    # kept weights are rescaled by 1 / (1 - p); dropped ones are 0
+    scaled = (kept != 0) & (weights != 0)
+    torch.testing.assert_close(kept[scaled], 2 * weights[scaled])
+    assert (kept[~scaled] == 0).all()
+    assert (kept.sum(-1) - 1).abs().max() > 0.1  # rows no longer sum to 1
+
+
+def test_dropout_rows_sum_to_one_in_expectation():
+    torch.manual_seed(0)
+    module = MultiHeadAttention(8, 2, dropout=0.25).train()
+    weights = torch.softmax(torch.randn(2000, 2, 5, 7), dim=-1)
+    row_sums = module.weight_dropout(weights).sum(-1)
+    assert abs(row_sums.mean().item() - 1) < 0.01
+
+
+def test_dropout_in_eval_mode_or_zero_is_exactly_the_plain_forward():
+    torch.manual_seed(0)
+    plain = MultiHeadAttention(16, 4)
+    dropped = MultiHeadAttention(16, 4, dropout=0.3)
+    dropped.load_state_dict(plain.state_dict())
+    query, key = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
+    for module in [dropped.eval(), MultiHeadAttention(16, 4, dropout=0.0).train()]:
+        module.load_state_dict(plain.state_dict())
+        state = torch.get_rng_state()
+        out, weights = module(query, key)
+        assert torch.equal(torch.get_rng_state(), state)  # no random number drawn
+        expected, expected_weights = plain(query, key)
+        assert torch.equal(out, expected) and torch.equal(weights, expected_weights)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, float("nan"), "0.1", True])
+def test_dropout_outside_zero_one_is_refused(p):
+    with pytest.raises(ValueError, match=r"dropout must be a probability in \[0, 1\), got"):
+        MultiHeadAttention(16, 4, dropout=p)

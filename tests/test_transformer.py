@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from attnbook.multihead import MultiHeadAttention
 from attnbook.transformer import (
     Attention,
     DecoderBlock,
@@ -137,6 +138,15 @@ def test_attention_dropout_only_in_training():
     out_train, weights = attn(x)
     assert not torch.allclose(out_train, out_eval)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 2, 5))  # weights before dropout
+
+
+def test_attention_is_multihead_attention_with_the_transformers_arguments():
+    """Chapter 7's MultiHeadAttention owns the dropout: no second forward here."""
+    attn = Attention(8, 2, 0.25, True)
+    assert Attention.forward is MultiHeadAttention.forward
+    assert attn.weight_dropout.p == 0.25 and attn.rope and not attn.alibi
+    with pytest.raises(ValueError, match="dropout must be a probability"):
+        Attention(8, 2, dropout=1.0)
 
 
 def test_embeddings_scaled_to_unit_variance():

@@ -5,6 +5,8 @@ D into H heads of width d = D/H, runs `attention.scaled_dot_product_attention`
 on all heads at once, merges the heads and projects back. Optional position
 hooks: `rope=True` rotates queries and keys (`positional.apply_rope`),
 `alibi=True` adds ALiBi's distance bias to the scores (`positional.alibi_bias`).
+`dropout=p` drops attention weights in training (chapter 7), rescaling the
+kept ones by 1 / (1 - p); the weights it returns are those before dropout.
 
 `copy_to_torch` / `copy_from_torch` move the weights to and from
 `torch.nn.MultiheadAttention`, and `torch_attn_mask` writes our mask in its
@@ -66,8 +68,12 @@ class MultiHeadAttention(nn.Module):
     """Multi-head attention with query, key, value and output projections of width d_model."""
 
     def __init__(self, d_model: int, n_heads: int, bias: bool = True,
-                 rope: bool = False, alibi: bool = False, rope_base: float = 10_000.0):
+                 rope: bool = False, alibi: bool = False, rope_base: float = 10_000.0,
+                 dropout: float = 0.0):
         super().__init__()
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         if not isinstance(n_heads, int) or n_heads < 1:
             raise ValueError(f"n_heads must be a positive integer, got {n_heads!r}")
         if not isinstance(d_model, int) or d_model < 1 or d_model % n_heads != 0:
@@ -81,13 +87,14 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.weight_dropout = nn.Dropout(dropout)  # on the attention weights, in training
 
     def forward(self, query: torch.Tensor, key: torch.Tensor | None = None,
                 value: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """query (B, Lq, D), key and value (B, Lk, D) (default: the query, i.e. self-attention);
         mask (Lq, Lk) or (B, H, Lq, Lk), any dimension 1 to broadcast (a 3-D mask is refused).
-        Returns output (B, Lq, D), weights (B, H, Lq, Lk)."""
+        Returns output (B, Lq, D), weights (B, H, Lq, Lk), before any dropout."""
         key = query if key is None else key
         value = key if value is None else value
         self.check_inputs(query, key, value, mask)
@@ -100,6 +107,9 @@ class MultiHeadAttention(nn.Module):
         if self.alibi:
             mask = self.add_alibi(mask, q.shape[-2], k.shape[-2], q.dtype, q.device)
         out, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, Lq, d), (B, H, Lq, Lk)
+        if self.training and self.weight_dropout.p > 0:
+            # Drop weights, rescale the rest by 1 / (1 - p): rows sum to 1 in expectation.
+            out = self.weight_dropout(weights) @ v  # (B, H, Lq, d)
         return self.out_proj(merge_heads(out)), weights
 
     def add_alibi(self, mask, n_queries: int, n_keys: int, dtype, device) -> torch.Tensor:

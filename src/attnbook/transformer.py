@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attnbook.attention import causal_mask, padding_mask, scaled_dot_product_attention
-from attnbook.multihead import MultiHeadAttention, merge_heads, split_heads
-from attnbook.positional import apply_rope, query_key_positions, sinusoidal_encoding
+from attnbook.attention import causal_mask, padding_mask
+from attnbook.multihead import MultiHeadAttention
+from attnbook.positional import sinusoidal_encoding
 
 NORMS = ("post", "pre")
 
@@ -45,35 +45,20 @@ class FeedForward(nn.Module):
 
 
 class Attention(MultiHeadAttention):
-    """`multihead.MultiHeadAttention` with dropout on the attention weights.
+    """`multihead.MultiHeadAttention` with the Transformer's arguments: width, heads,
+    dropout on the attention weights (chapter 7), and `rope` for self-attention.
 
     In evaluation mode, or with dropout 0, it is exactly the parent's forward; in
-    training it drops weights (each row then sums to less than 1, rescaled by
-    1 / (1 - p) like any dropout) before they average the values. With `rope`, the
-    queries and keys are rotated by their positions (`positional.apply_rope`), so the
-    scores see relative positions: for self-attention only.
+    training it drops weights (each row then sums to 1 only in expectation, the kept
+    ones rescaled by 1 / (1 - p)) before they average the values, and returns the
+    weights before dropout. With `rope`, the queries and keys are rotated by their
+    positions (`positional.apply_rope`), so the scores see relative positions: for
+    self-attention only.
     """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0,
                  rope: bool = False):
-        super().__init__(d_model, n_heads, rope=rope)
-        self.weight_dropout = nn.Dropout(dropout)
-
-    def forward(self, query, key=None, value=None, mask=None):
-        if not self.training or self.weight_dropout.p == 0:
-            return super().forward(query, key, value, mask)
-        key = query if key is None else key
-        value = key if value is None else value
-        self.check_inputs(query, key, value, mask)
-        q = split_heads(self.q_proj(query), self.n_heads)  # (B, H, Lq, d)
-        k = split_heads(self.k_proj(key), self.n_heads)    # (B, H, Lk, d)
-        v = split_heads(self.v_proj(value), self.n_heads)  # (B, H, Lk, d)
-        if self.rope:
-            q_pos, k_pos = query_key_positions(q.shape[-2], k.shape[-2], q.device)
-            q, k = apply_rope(q, q_pos, self.rope_base), apply_rope(k, k_pos, self.rope_base)
-        _, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, Lq, Lk)
-        out = self.weight_dropout(weights) @ v  # (B, H, Lq, d)
-        return self.out_proj(merge_heads(out)), weights
+        super().__init__(d_model, n_heads, rope=rope, dropout=dropout)
 
 
 def check_norm(norm: str) -> None:
