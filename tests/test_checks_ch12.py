@@ -20,7 +20,12 @@ from attnbook.checks.ch12 import (
 )
 from attnbook.checks.core import CheckFailed
 from attnbook.flash.reference import flash_forward
-from attnbook.linear_attention import elu_feature_map
+from attnbook.linear_attention import (
+    causal_linear_attention_chunked,
+    causal_linear_attention_parallel,
+    causal_linear_attention_recurrent,
+    elu_feature_map,
+)
 from attnbook.ring import merge_partials, ring_block_plan, work_per_rank
 
 # --- 12.1 scored pairs of a sliding window --------------------------------------------------
@@ -100,7 +105,29 @@ def recurrent_by_cumsum(q, k, v):
 @pytest.mark.parametrize("student", [recurrent_solution, recurrent_by_cumsum])
 def test_12_2_passes_correct_answers(student, capsys):
     check_causal_linear_recurrent(student)
-    assert "✅ Exercise 12.2" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("✅ Exercise 12.2") == 1  # one line
+
+
+def recurrent_state_in_float64(q, k, v):
+    """Right values, but the state is hard-coded float64: float32 inputs give float64."""
+    phi_q, phi_k = elu_feature_map(q), elu_feature_map(k)
+    state = torch.zeros(*q.shape[:-2], q.shape[-1], v.shape[-1], dtype=torch.float64)
+    z = torch.zeros(*q.shape[:-2], q.shape[-1], dtype=torch.float64)
+    outs = []
+    for t in range(q.shape[-2]):
+        state = state + phi_k[..., t, :, None] * v[..., t, None, :]
+        z = z + phi_k[..., t, :]
+        num = torch.einsum("...i,...ij->...j", phi_q[..., t, :].double(), state)
+        outs.append(num / (phi_q[..., t, :] * z).sum(-1, keepdim=True))
+    return torch.stack(outs, dim=-2)
+
+
+def recurrent_by_the_package(q, k, v):
+    return causal_linear_attention_recurrent(q, k, v)
+
+
+def recurrent_by_the_parallel_form(q, k, v):
+    return causal_linear_attention_parallel(q, k, v)
 
 
 def recurrent_reads_before_adding(q, k, v):
@@ -145,6 +172,11 @@ def recurrent_one_head(q, k, v):
     (recurrent_without_normaliser, "with one head, 3-D inputs (1, 7, 4), d = dv: 28 of 28"),
     (recurrent_in_place, "changed its `k` in place"),
     (recurrent_one_head, "with 4-D inputs (2, 3, 9, 4)"),
+    (recurrent_state_in_float64, "in float32, (1, 2, 9, 4) (the state must be float32 too)"),
+    (recurrent_by_the_package, "your function calls attnbook.linear_attention."
+                               "causal_linear_attention_recurrent, which the exercise asks"),
+    (recurrent_by_the_parallel_form, "calls attnbook.linear_attention."
+                                     "causal_linear_attention_parallel"),
 ])
 def test_12_2_catches_wrong_answers(student, verdict):
     with pytest.raises(CheckFailed, match="Exercise 12.2") as error:
@@ -213,7 +245,7 @@ def chunked_by_appended_ones(q, k, v, chunk_size):
 @pytest.mark.parametrize("student", [chunked_fixed, chunked_by_appended_ones])
 def test_12_3_passes_correct_answers(student, capsys):
     check_chunked_linear(student)
-    assert "✅ Exercise 12.3" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("✅ Exercise 12.3") == 1  # one line
 
 
 def chunked_without_old_normaliser(q, k, v, chunk_size):
@@ -260,6 +292,10 @@ def chunked_drops_short_chunk(q, k, v, chunk_size):
     (chunked_without_old_normaliser, "with N = 12 in chunks of 4"),
     (chunked_without_tril, "with N = 12 in chunks of 4"),
     (chunked_drops_short_chunk, "with N = 13 in chunks of 5 (the last chunk is short)"),
+    (lambda q, k, v, c: causal_linear_attention_chunked(q, k, v, c),
+     "calls attnbook.linear_attention.causal_linear_attention_chunked"),
+    (lambda q, k, v, c: causal_linear_attention_parallel(q, k, v),
+     "calls attnbook.linear_attention.causal_linear_attention_parallel"),
 ])
 def test_12_3_catches_wrong_answers(student, verdict):
     with pytest.raises(CheckFailed, match="Exercise 12.3") as error:
@@ -268,6 +304,21 @@ def test_12_3_catches_wrong_answers(student, verdict):
 
 
 # --- 12.4 the block plan -----------------------------------------------------------------
+
+
+def plan_solution(rank, step, world_size, n_local, layout, causal):
+    """The solution notebook's answer (the same blocks as the package's ring_block_plan)."""
+    src = (rank - step) % world_size
+    if not causal:
+        return [(0, n_local, 0, n_local, False)]
+    if src == rank:
+        return [(0, n_local, 0, n_local, True)]
+    if layout == "contiguous":
+        return [(0, n_local, 0, n_local, False)] if src < rank else []
+    half = n_local // 2
+    if src < rank:
+        return [(0, n_local, 0, half, False)]
+    return [(half, n_local, 0, n_local, False)]
 
 
 def plan_per_chunk(rank, step, world_size, n_local, layout, causal):
@@ -290,7 +341,7 @@ def plan_per_chunk(rank, step, world_size, n_local, layout, causal):
     return blocks
 
 
-@pytest.mark.parametrize("student", [ring_block_plan, plan_per_chunk])
+@pytest.mark.parametrize("student", [plan_solution, plan_per_chunk])
 def test_12_4_passes_correct_answers(student, capsys):
     check_block_plan(student)
     assert "✅ Exercise 12.4" in capsys.readouterr().out
@@ -299,13 +350,13 @@ def test_12_4_passes_correct_answers(student, capsys):
 def plan_wrong_direction(rank, step, world_size, n_local, layout, causal):
     """Thinks the block at step s comes from rank r + s (the ring turns the other way)."""
     src = (rank + step) % world_size
-    return ring_block_plan(rank, (rank - src) % world_size, world_size, n_local, layout,
-                           causal)
+    return plan_solution(rank, (rank - src) % world_size, world_size, n_local, layout,
+                         causal)
 
 
 def plan_contiguous_for_zigzag(rank, step, world_size, n_local, layout, causal):
     """Ignores the layout: reasons as if the blocks were contiguous."""
-    return ring_block_plan(rank, step, world_size, n_local, "contiguous", causal)
+    return plan_solution(rank, step, world_size, n_local, "contiguous", causal)
 
 
 def plan_zigzag_wrong_half(rank, step, world_size, n_local, layout, causal):
@@ -313,17 +364,17 @@ def plan_zigzag_wrong_half(rank, step, world_size, n_local, layout, causal):
     src = (rank - step) % world_size
     if causal and layout == "zigzag" and src > rank:
         return [(0, n_local // 2, 0, n_local, False)]
-    return ring_block_plan(rank, step, world_size, n_local, layout, causal)
+    return plan_solution(rank, step, world_size, n_local, layout, causal)
 
 
 def plan_diagonal_unmasked(rank, step, world_size, n_local, layout, causal):
     return [(q0, q1, k0, k1, False) for q0, q1, k0, k1, _ in
-            ring_block_plan(rank, step, world_size, n_local, layout, causal)]
+            plan_solution(rank, step, world_size, n_local, layout, causal)]
 
 
 def plan_ranges_inclusive(rank, step, world_size, n_local, layout, causal):
     return [(q0, q1 - 1, k0, k1 - 1, m) for q0, q1, k0, k1, m in
-            ring_block_plan(rank, step, world_size, n_local, layout, causal)]
+            plan_solution(rank, step, world_size, n_local, layout, causal)]
 
 
 @pytest.mark.parametrize("student, message", [
@@ -353,12 +404,17 @@ def test_12_4_catches_wrong_plans(student, message):
 
 def test_12_4_catches_twice_counted_pairs_and_bad_types():
     def twice(rank, step, world_size, n_local, layout, causal):
-        plan = ring_block_plan(rank, step, world_size, n_local, layout, causal)
+        plan = plan_solution(rank, step, world_size, n_local, layout, causal)
         return plan + plan[:1]
     with pytest.raises(CheckFailed, match="query 0 against key 0 is scored 2 times"):
         check_block_plan(twice)
-    with pytest.raises(CheckFailed, match="return a list of"):
+    with pytest.raises(CheckFailed, match=r"return a list of \(q_start, q_stop, k_start, "
+                                          r"k_stop, masked\) tuples"):
         check_block_plan(lambda *args: None)
+    with pytest.raises(CheckFailed, match="masked True or False"):
+        check_block_plan(lambda *args: [(0, 1, 0, 1, "yes")])
+    with pytest.raises(CheckFailed, match="calls attnbook.ring.ring_block_plan"):
+        check_block_plan(ring_block_plan)
     with pytest.raises(CheckFailed, match="not implemented yet"):
         check_block_plan(lambda *args: (_ for _ in ()).throw(NotImplementedError))
 
@@ -371,29 +427,33 @@ ZIGZAG = work_per_rank(N, W, "zigzag")
 
 
 def test_12_5_records_then_accepts_right_answers(capsys):
-    check_work_predicted(6.3, 1)
-    check_work_per_rank(6.3, 1.0, PLAIN, ZIGZAG)  # 228 / 36 = 6.33: 6.3 is within 1%
-    check_work_per_rank(228 / 36, 1, PLAIN, ZIGZAG)
+    check_work_predicted(6.3, 132)
+    check_work_per_rank(6.3, 132, PLAIN, ZIGZAG)  # 228 / 36 = 6.33: 6.3 is within 1%
+    check_work_per_rank(228 / 36, torch.tensor(132), PLAIN, ZIGZAG)  # a 0-d tensor too
     out = capsys.readouterr().out
-    assert "✅ Exercise 12.5 (prediction): recorded max/min work 6.3 (contiguous)" in out
+    assert "✅ Exercise 12.5 (prediction): recorded max/min work 6.3 (contiguous) and 132 " \
+           "pairs per rank (zigzag)" in out
     assert "✅ Exercise 12.5: prediction and measurement agree: max/min work 6.33 " \
-           "contiguous, 1.00 zigzag." in out
+           "contiguous; 132 pairs on every zigzag rank." in out
 
 
 @pytest.mark.parametrize("args, message", [
     # 2W - 1 is the limit for long blocks; with blocks of 8 the triangles weigh
-    ((2 * W - 1, 1.0, PLAIN, ZIGZAG), "your predicted ratio for the contiguous split, 7, is "
-                                      "off by +0.67 (11%)"),
-    ((W, 1.0, PLAIN, ZIGZAG), "your predicted ratio for the contiguous split, 4, is off by "
-                              "-2.33 (37%)"),
-    ((6.33, 2.0, PLAIN, ZIGZAG), "your predicted ratio for the zigzag split, 2, is off by "
-                                 "+1.00"),
-    ((6.33, 1.0, PLAIN[::-1], ZIGZAG), "your measurement for the contiguous split says rank 0 "
-                                    f"scored {PLAIN[3]} pairs"),
-    ((6.33, 1.0, PLAIN, [z * 2 for z in ZIGZAG]), "your measurement for the zigzag split says "
-                                               "rank 0"),
-    ((6.33, 1.0, PLAIN, sum(ZIGZAG)), "measured_zigzag must be a list of 4 whole numbers"),
-    ((..., 1.0, PLAIN, ZIGZAG), "replace the ... with predicted_plain"),
+    ((2 * W - 1, 132, PLAIN, ZIGZAG), "your predicted max/min ratio of the contiguous split, "
+                                      "7, is off by +0.67 (11%)"),
+    ((W, 132, PLAIN, ZIGZAG), "your predicted max/min ratio of the contiguous split, 4, is "
+                              "off by -2.33 (37%)"),
+    # the zigzag triangles: c^2 / 2 instead of c (c + 1) / 2
+    ((6.33, 7 * 16 + 16, PLAIN, ZIGZAG), "your predicted pairs per rank of the zigzag split, "
+                                         "128, are off by -4"),
+    # the whole causal count divided evenly, but forgetting the diagonal: N^2 / 2 / W
+    ((7, 128, PLAIN, ZIGZAG), "ratio of the contiguous split, 7, is off by +0.67 (11%): "),
+    ((6.33, 132, PLAIN[::-1], ZIGZAG), "your measurement for the contiguous split says rank 0 "
+                                       f"scored {PLAIN[3]} pairs"),
+    ((6.33, 132, PLAIN, [z * 2 for z in ZIGZAG]), "your measurement for the zigzag split says "
+                                                  "rank 0"),
+    ((6.33, 132, PLAIN, sum(ZIGZAG)), "measured_zigzag must be a list of 4 whole numbers"),
+    ((..., 132, PLAIN, ZIGZAG), "replace the ... in `predicted_plain`"),
 ])
 def test_12_5_says_which_number_is_off(args, message):
     with pytest.raises(CheckFailed) as caught:
@@ -401,11 +461,19 @@ def test_12_5_says_which_number_is_off(args, message):
     assert message in str(caught.value), str(caught.value)
 
 
-def test_12_5_prediction_must_be_a_ratio():
+def test_12_5_both_wrong_predictions_are_named_in_one_line():
+    with pytest.raises(CheckFailed) as caught:
+        check_work_per_rank(7, 128, PLAIN, ZIGZAG)
+    assert "contiguous split, 7" in str(caught.value) and "zigzag split, 128" in str(caught.value)
+
+
+def test_12_5_prediction_must_be_a_ratio_and_a_whole_number():
     with pytest.raises(CheckFailed, match="a number >= 1"):
-        check_work_predicted(0.5, 1)
+        check_work_predicted(0.5, 132)
     with pytest.raises(CheckFailed, match="replace the ..."):
         check_work_predicted(6.3, ...)
+    with pytest.raises(CheckFailed, match="must be a whole number"):
+        check_work_predicted(6.3, 1.0 / 3)
 
 
 # --- 12.6 the merge without rescaling ----------------------------------------------------
@@ -430,6 +498,13 @@ def simulated(merge):
             lses.append(lse)
         return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
     return simulated_ring
+
+
+def merge_fixed(out, lse, part_out, part_lse):
+    """The fix, written out (merge_partials itself is refused by the check)."""
+    new_lse = torch.logaddexp(lse, part_lse)
+    return (torch.exp(lse - new_lse)[..., None] * out
+            + torch.exp(part_lse - new_lse)[..., None] * part_out), new_lse
 
 
 def merge_as_given(out, lse, part_out, part_lse):
@@ -480,7 +555,7 @@ def simulated_by_running_max(q, k, v, world_size, causal=False):
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
 
-@pytest.mark.parametrize("student", [simulated(merge_partials), simulated_by_running_max])
+@pytest.mark.parametrize("student", [simulated(merge_fixed), simulated_by_running_max])
 def test_12_6_passes_correct_answers(student, capsys):
     check_ring_simulation(student)
     assert "✅ Exercise 12.6" in capsys.readouterr().out
@@ -492,6 +567,8 @@ def test_12_6_passes_correct_answers(student, capsys):
     (merge_average, "with W = 2, not causal, q (2, 2, 8, 4): the out (item 0): "),
     (merge_exp_directly, "with W = 4, causal, scores of about +-1e4 (e^lse overflows "
                          "float64): the out (item 0): the result contains NaN"),
+    (merge_partials, "your function calls attnbook.ring.merge_partials, which the exercise "
+                     "asks you not to use"),
 ])
 def test_12_6_catches_wrong_merges(merge, message):
     with pytest.raises(CheckFailed) as caught:
@@ -502,10 +579,10 @@ def test_12_6_catches_wrong_merges(merge, message):
 
 def test_12_6_catches_in_place_changes_and_wrong_returns():
     def in_place(q, k, v, world_size, causal=False):
-        result = simulated(merge_partials)(q, k, v, world_size, causal)
+        result = simulated(merge_fixed)(q, k, v, world_size, causal)
         q.mul_(1.0 + 1e-3)
         return result
     with pytest.raises(CheckFailed, match="changed its `q` in place"):
         check_ring_simulation(in_place)
     with pytest.raises(CheckFailed, match=r"return the tuple \(out, lse\)"):
-        check_ring_simulation(lambda *args: simulated(merge_partials)(*args)[0])
+        check_ring_simulation(lambda *args: simulated(merge_fixed)(*args)[0])

@@ -92,16 +92,28 @@ def test_bad_input_names_argument_and_shapes():
 
 
 def test_recall_softmax_retrieves_and_linear_state_saturates():
-    """For generator seeds 0-5: softmax finds the values at every size; the fast-weight
-    memory's error is close to (n - 1) / d; linear attention is far off from 8 pairs on."""
+    """For generator seeds 0-5: softmax (scale 4 sqrt d) finds the values at every size;
+    the fast-weight memory's error is close to (n - 1) / d; linear attention, even with
+    q and k scaled by 64 before the feature map, is far off from n = d pairs on."""
     for seed in range(6):
+        def g(s=seed):
+            return torch.Generator().manual_seed(s)
         for n in [1, 16, 64, 256]:
-            g = lambda s=seed: torch.Generator().manual_seed(s)  # noqa: E731
             assert recall_error("softmax", n, 32, g()) < 1e-3
             fast = recall_error("fast-weight", n, 32, g())
             if n >= 16:
                 assert 0.6 < fast / ((n - 1) / 32) < 1.6, (seed, n, fast)
-            if n >= 8:
-                assert recall_error("linear", n, 32, g()) > 0.8
-        assert recall_error("linear", 1, 32, torch.Generator().manual_seed(seed)) < 1e-20
+            if n >= 32:
+                assert recall_error("linear", n, 32, g(), scale=64.0) > 0.85
+        sharp, plain = (recall_error("linear", 2, 32, g(), scale=c) for c in (64.0, 1.0))
+        assert sharp < plain  # a sharper feature map helps with few pairs
+        assert recall_error("softmax", 16, 32, g(), scale=32**-0.5) > 0.5  # the usual scale
+        assert recall_error("linear", 1, 32, g()) < 1e-20
     assert math.isfinite(recall_error("linear", 512, 16, torch.Generator().manual_seed(0)))
+
+
+def test_recall_scale_is_checked():
+    with pytest.raises(ValueError, match="scale"):
+        recall_error("softmax", 4, 8, torch.Generator(), scale=0.0)
+    with pytest.raises(ValueError, match="fast-weight"):
+        recall_error("fast-weight", 4, 8, torch.Generator(), scale=2.0)

@@ -39,9 +39,10 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
     """phi(x) = elu(x) + 1, elementwise: positive everywhere, so phi(q) . phi(k) > 0 and
     the normaliser never vanishes (Katharopoulos et al. 2020).
 
-    For x < 0, elu(x) + 1 = (e^x - 1) + 1 = e^x, computed as e^x: written as
-    F.elu(x) + 1 it would round to exactly 0 below x = -37 in float64."""
-    return torch.where(x > 0, x + 1, torch.exp(x.clamp(max=0)))
+    For x <= 0, elu(x) + 1 = (e^x - 1) + 1 = e^x, computed as e^x: written as
+    F.elu(x) + 1 it would round to exactly 0 below x = -37 in float64. relu(x) + e^min(x, 0)
+    is x + 1 above 0 and e^x below, both exact."""
+    return x.relu() + x.clamp(max=0).exp()
 
 
 def _features(q, k, v, feature_map: FeatureMap, causal: bool):
@@ -60,8 +61,7 @@ def _features(q, k, v, feature_map: FeatureMap, causal: bool):
 
 def _divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     """numerator (..., N, dv) / denominator (..., N), with 0 / 0 = 0 for empty rows."""
-    safe = torch.where(denominator == 0, torch.ones_like(denominator), denominator)
-    return numerator / safe[..., None]
+    return numerator / denominator.masked_fill(denominator == 0, 1)[..., None]
 
 
 def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -108,26 +108,35 @@ def causal_linear_attention_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.T
                                     chunk_size: int = 64,
                                     feature_map: FeatureMap = elu_feature_map
                                     ) -> torch.Tensor:
-    """Causal linear attention a chunk of tokens at a time: inside a chunk, the parallel
-    form with a causal mask; from the chunks before it, the state S and z, read by
-    phi(Q_c) S. The state then absorbs the chunk. N / chunk_size steps. -> (..., N, dv)."""
+    """Causal linear attention a chunk of C tokens at a time, all chunks at once.
+
+    As a loop, chunk c reads the state S, z of the chunks before it (phi(Q_c) S), adds
+    the masked parallel form inside the chunk, then absorbs phi(K_c)^T V_c and
+    phi(K_c)^T 1. So the state entering chunk c is a prefix sum of the chunks'
+    contributions, and the loop vectorises: all contributions in one batched product,
+    an exclusive cumulative sum over chunks, all masked C x C products in one more.
+    A column of ones appended to V makes z the last column of S. -> (..., N, dv)."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
     phi_q, phi_k = _features(q, k, v, feature_map, causal=True)
-    state = q.new_zeros(*q.shape[:-2], phi_k.shape[-1], v.shape[-1])  # (..., d_phi, dv)
-    z = q.new_zeros(*q.shape[:-2], 1, phi_k.shape[-1])  # (..., 1, d_phi)
-    n = q.shape[-2]
-    outputs = []
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        q_c, k_c, v_c = phi_q[..., start:stop, :], phi_k[..., start:stop, :], v[..., start:stop, :]
-        inside = (q_c @ k_c.transpose(-2, -1)).tril()  # (..., C, C), j <= i in the chunk
-        numerator = q_c @ state + inside @ v_c  # earlier chunks + this chunk: (..., C, dv)
-        denominator = (q_c @ z.transpose(-2, -1))[..., 0] + inside.sum(dim=-1)  # (..., C)
-        outputs.append(_divide(numerator, denominator))
-        state = state + k_c.transpose(-2, -1) @ v_c  # then the chunk joins the state
-        z = z + k_c.sum(dim=-2, keepdim=True)
-    return torch.cat(outputs, dim=-2)
+    n, dv = q.shape[-2], v.shape[-1]
+    c = min(chunk_size, n)
+    n_chunks = -(-n // c)
+    v1 = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)  # [V, 1]: S carries z
+    if n_chunks * c > n:  # zero rows: a zero key adds nothing, a zero query is cut off
+        pad = (0, 0, 0, n_chunks * c - n)
+        phi_q, phi_k, v1 = (torch.nn.functional.pad(x, pad) for x in (phi_q, phi_k, v1))
+    batch = phi_q.shape[:-2]
+    # one row per (batch entry, chunk): (B * n_chunks, C, .)
+    phi_q, phi_k, v1 = (x.reshape(-1, c, x.shape[-1]) for x in (phi_q, phi_k, v1))
+    contribution = torch.bmm(phi_k.transpose(-2, -1), v1)  # phi(K_c)^T [V_c, 1]
+    contribution = contribution.unflatten(0, (-1, n_chunks))  # (B, n_chunks, d_phi, dv+1)
+    before = torch.cat([torch.zeros_like(contribution[:, :1]), contribution[:, :-1]], 1)
+    state = before.cumsum(dim=1).flatten(0, 1)  # S, z entering each chunk
+    inside = torch.bmm(phi_q, phi_k.transpose(-2, -1)).tril_()  # (.., C, C), j <= i
+    out = torch.bmm(phi_q, state).baddbmm_(inside, v1)  # before the chunk + inside it
+    out = out.reshape(*batch, n_chunks * c, dv + 1)[..., :n, :]
+    return _divide(out[..., :dv], out[..., dv])
 
 
 # What the fixed-size state loses: associative recall
@@ -151,31 +160,39 @@ RECALL_METHODS = ("softmax", "linear", "fast-weight")
 
 
 def recall_error(method: str, n_pairs: int, dim: int, generator: torch.Generator,
-                 sharpness: float = 4.0) -> float:
+                 scale: float | None = None) -> float:
     """Store `n_pairs` random key -> value pairs (`recall_task`), query with every stored
     key in turn, and return the retrieval error: sum ||out_i - v_i||^2 / sum ||v_i||^2
     (0: every value found exactly; about 1: the output is no closer than the mean value).
 
-    "softmax": scaled dot-product attention with scale sharpness * sqrt(dim), so that the
-    matching key's score (sharpness sqrt(dim), the keys being unit vectors) stands
-    `sharpness` standard deviations above the others'; "linear": `linear_attention` with
-    the elu + 1 feature map, whose state phi(K)^T V is dim x dim for any number of pairs;
-    "fast-weight": the same state with the identity feature map and no normaliser,
-    out = q (K^T V), a sum of outer products (Schlag et al. 2021). Reading it with a
-    stored unit key k_i gives v_i plus the crosstalk sum_(j != i) (k_i . k_j) v_j, whose
-    expected relative size is (n_pairs - 1) / dim: the memory holds about dim pairs.
+    "softmax": `scaled_dot_product_attention` with scores `scale` * q . k (default
+    4 sqrt(dim), 128 times the usual 1 / sqrt(dim) at dim 32). The keys being unit
+    vectors, the matching key scores `scale` and the others scatter around 0 with
+    standard deviation `scale` / sqrt(dim): the match stands sqrt(dim) standard
+    deviations above them whatever the scale, and the scale sets how far that is.
+    "linear": `linear_attention` with the elu + 1 feature map on `scale` * q and
+    `scale` * k (default 1, the plain feature map); its state phi(K)^T V is
+    dim x dim for any number of pairs. "fast-weight": the same state with the identity
+    feature map and no normaliser, out = q (K^T V), a sum of outer products (Schlag et
+    al. 2021; `scale` must be None). Reading it with a stored unit key k_i gives v_i
+    plus the crosstalk sum_(j != i) (k_i . k_j) v_j, whose expected relative size is
+    (n_pairs - 1) / dim: the memory holds about dim pairs.
     """
     if method not in RECALL_METHODS:
         raise ValueError(f"method must be one of {RECALL_METHODS}, got {method!r}")
-    if not (isinstance(sharpness, (int, float)) and math.isfinite(sharpness) and sharpness > 0):
-        raise ValueError(f"sharpness must be a positive number, got {sharpness!r}")
+    if scale is not None and not (isinstance(scale, (int, float)) and not isinstance(
+            scale, bool) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive number or None, got {scale!r}")
+    if method == "fast-weight" and scale is not None:
+        raise ValueError("the fast-weight memory takes no scale (scale=None)")
     keys, values = recall_task(n_pairs, dim, generator)
     queries = keys  # ask for every stored key
     if method == "softmax":
-        out, _ = scaled_dot_product_attention(queries, keys, values,
-                                              scale=sharpness * math.sqrt(dim))
+        scale = 4 * math.sqrt(dim) if scale is None else scale
+        out, _ = scaled_dot_product_attention(queries, keys, values, scale=scale)
     elif method == "linear":
-        out = linear_attention(queries, keys, values)
+        scale = 1.0 if scale is None else scale
+        out = linear_attention(scale * queries, scale * keys, values)
     else:
         out = queries @ (keys.T @ values)  # the state K^T V: (dim, dim)
     return float(((out - values) ** 2).sum() / (values**2).sum())

@@ -360,18 +360,25 @@ def _ring_forward(q, k, v, causal, layout, scale, group, stats):
 
 
 def _ring_backward(q, k, v, out, lse, grad_out, causal, layout, scale, group, stats):
+    """The backward ring. The key/value block travels as in the forward ring, and its
+    gradient accumulator (dK, dV) follows it one step behind: at each step a rank
+    computes its share into fresh buffers while the accumulator is still on its way,
+    then waits for it, adds, and sends the sum on without waiting. So the compute of
+    a step overlaps both transfers: the next key/value block and this block's dK, dV.
+    After W steps each accumulator arrives home."""
     world_size, rank = _group_info(group)
     n_local = q.shape[2]
     acc_dtype = torch.float32 if q.dtype in _HALF else q.dtype
     dq = torch.zeros(q.shape, dtype=acc_dtype, device=q.device)
-    dk = torch.zeros(k.shape, dtype=acc_dtype, device=q.device)
-    dv = torch.zeros(v.shape, dtype=acc_dtype, device=q.device)
     k_cur, v_cur = k.contiguous(), v.contiguous()
+    arriving = None  # (dK, dV) of the block now held, and the requests to wait on
     for step in range(world_size):
         count = StepCount(step) if stats is not None else None
         pending = None
         if step < world_size - 1:  # the block moves on while its gradient is computed
             pending = _send_around([k_cur, v_cur], group, rank, world_size, count)
+        dk = torch.zeros(k.shape, dtype=acc_dtype, device=q.device)  # this rank's share
+        dv = torch.zeros(v.shape, dtype=acc_dtype, device=q.device)
         for q0, q1, k0, k1, masked in ring_block_plan(rank, step, world_size, n_local,
                                                       layout, causal):
             part_dq, part_dk, part_dv = flash_backward(
@@ -383,16 +390,23 @@ def _ring_backward(q, k, v, out, lse, grad_out, causal, layout, scale, group, st
             if count is not None:
                 count.blocks += 1
                 count.pairs += visible_pairs(q1 - q0, k1 - k0, masked)
-        if world_size > 1:  # the accumulators follow their block; after W steps, home
-            (dk, dv), requests = _send_around([dk, dv], group, rank, world_size, count,
-                                              first_tag=2)
-            if pending is not None:
-                (k_cur, v_cur), more = pending
-                requests = requests + more
+        if arriving is not None:  # the shares of the ranks before, sent last step
+            (dk_in, dv_in), requests = arriving
+            for request in requests:
+                request.wait()
+            dk, dv = dk + dk_in, dv + dv_in
+        if world_size > 1:  # on to the next rank, waited for after the next compute
+            arriving = _send_around([dk, dv], group, rank, world_size, count, first_tag=2)
+        if pending is not None:
+            (k_cur, v_cur), requests = pending
             for request in requests:
                 request.wait()
         if stats is not None:
             stats.backward.append(count)
+    if arriving is not None:  # after W steps: this rank's own block, complete
+        (dk, dv), requests = arriving
+        for request in requests:
+            request.wait()
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 

@@ -5,7 +5,7 @@
     kvcache  generation with the KV cache against recomputing every step (chapter 9):
              tokens per second and the speed-up, per number of new tokens
     linear   causal linear attention, chunked and quadratic, against the token-by-token
-             recurrence (chapter 12): seconds and the speed-up over "recurrent"
+             recurrence (chapter 12): seconds and the speed-up over "lean recurrent"
     window   one decoding step with a cache capped at the window against a full cache
              (chapter 12): milliseconds per token, per context length
 """
@@ -114,14 +114,14 @@ def _clock():
 
 def linear_main(args: argparse.Namespace) -> int:
     from attnbook.bench import time_callable
-    from attnbook.bench.linear import format_rows, linear_benchmark
+    from attnbook.bench.linear import BASELINE, format_rows, linear_benchmark
     if args.threads:
         torch.set_num_threads(args.threads)
     clock, clock_name = _clock()
     settings = {"dtype": "float32", "chunk": args.chunk, "repeats": args.repeats,
                 "warmup": args.warmup, "threads": torch.get_num_threads(),
                 "clock": clock_name, "statistic": "fastest of the repeats",
-                "baseline": "recurrent"}
+                "baseline": BASELINE}
     print(f"settings: {json.dumps(settings)}")
 
     def timer(fn, repeats):
@@ -184,13 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     kvcache.add_argument("--warmup", type=int, default=1)
     kvcache.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
     kvcache.add_argument("--out", default=None, help="results file, e.g. benchmarks/kvcache-cpu.jsonl")
-    linear = commands.add_parser("linear", help="chunked against recurrent linear attention")
+    linear = commands.add_parser("linear", help="chunked against the lean recurrence of linear attention")
     linear.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     linear.add_argument("--heads", type=int, nargs="+", default=[1, 4],
                         help="numbers of heads to measure, each a separate set of rows")
     linear.add_argument("--head-dim", type=int, default=64)
     linear.add_argument("--chunk", type=int, default=64, help="chunk size of the chunked form")
-    linear.add_argument("--only", nargs="*", help="besides recurrent: chunked, parallel")
+    linear.add_argument("--only", nargs="*", help="besides lean recurrent: recurrent, chunked, "
+                        "chunked C/2, chunked 2C, parallel")
     linear.add_argument("--repeats", type=int, default=3)
     linear.add_argument("--warmup", type=int, default=1)
     linear.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")

@@ -10,20 +10,47 @@ import torch
 
 from attnbook.checks.core import (
     CheckFailed,
+    as_number,
     call_student,
     compare_cases,
     compare_with_reference,
     random_size,
+    recorded,
     unchanged_inputs,
     verdict,
+    without_calls,
 )
 from attnbook.flash.reference import flash_forward
 from attnbook.linear_attention import (
     causal_linear_attention_chunked,
     causal_linear_attention_parallel,
+    causal_linear_attention_recurrent,
+    linear_attention,
 )
-from attnbook.ring import LAYOUTS, split_sequence, work_per_rank, work_ratio
+from attnbook.ring import (
+    LAYOUTS,
+    merge_partials,
+    ring_block_plan,
+    split_sequence,
+    work_per_rank,
+    work_ratio,
+)
 from attnbook.sparse import mask_cost, sliding_window_mask
+
+__all__ = ["WORK_PROBLEM", "check_block_plan", "check_causal_linear_recurrent",
+           "check_chunked_linear", "check_ring_simulation", "check_window_pairs",
+           "check_work_per_rank", "check_work_predicted"]
+
+# the package's own causal linear attention, which exercises 12.2 and 12.3 ask for
+LINEAR_ATTENTION_FUNCTIONS = [
+    (causal_linear_attention_recurrent, "attnbook.linear_attention."
+                                        "causal_linear_attention_recurrent"),
+    (causal_linear_attention_chunked, "attnbook.linear_attention."
+                                      "causal_linear_attention_chunked"),
+    (causal_linear_attention_parallel, "attnbook.linear_attention."
+                                       "causal_linear_attention_parallel"),
+    (linear_attention, "attnbook.linear_attention.linear_attention"),
+]
 
 # ---------------------------------------------------------------- Exercise 12.1: window pairs
 
@@ -107,12 +134,20 @@ def check_causal_linear_recurrent(student_fn: Callable) -> None:
     attention with the elu + 1 feature map, token by token. Compared with the package's
     parallel form (`causal_linear_attention_parallel`) in float64 within 1e-10 +
     1e-8 * |expected|: fixed cases (3-D and 4-D, dv != d, N = 1, large entries, keys of
-    one sign), then 8 random ones with odd N and several heads. The caller's tensors
-    must not change."""
+    one sign), a float32 case (within 1e-5 + 1e-4 * |expected|; the output must be
+    float32), then 8 random ones with odd N and several heads. The caller's tensors
+    must not change; the package's causal linear attention functions are refused."""
     name = "Exercise 12.2 (causal_linear_recurrent)"
     arg_names = ("q", "k", "v")
+    student_fn = without_calls(student_fn, name, LINEAR_ATTENTION_FUNCTIONS,
+                               "write the loop over tokens yourself")
     compare_cases(student_fn, causal_linear_attention_parallel, _recurrent_cases(), name,
-                  atol=1e-10, rtol=1e-8, arg_names=arg_names)
+                  atol=1e-10, rtol=1e-8, arg_names=arg_names, announce=False)
+    g = torch.Generator().manual_seed(1207)
+    single = tuple(torch.randn(1, 2, 9, 4, generator=g) for _ in range(3))
+    compare_cases(student_fn, causal_linear_attention_parallel,
+                  [("in float32, (1, 2, 9, 4) (the state must be float32 too)", single)],
+                  name, atol=1e-5, rtol=1e-4, arg_names=arg_names, announce=False)
     compare_with_reference(student_fn, causal_linear_attention_parallel, _random_qkv, name,
                            trials=8, seed=1203, atol=1e-10, rtol=1e-8, arg_names=arg_names)
 
@@ -144,11 +179,13 @@ def check_chunked_linear(student_fn: Callable) -> None:
     float64 within 1e-10 + 1e-8 * |expected| on fixed cases (whole chunks, chunk 1, a short
     last chunk, a chunk longer than N, 3-D and 4-D, dv != d); then output i must not
     change when keys and values after i change; then 6 random cases. The caller's tensors
-    must not change."""
+    must not change; the package's causal linear attention functions are refused."""
     name = "Exercise 12.3 (chunked_linear)"
     arg_names = ("q", "k", "v", "chunk_size")
+    student_fn = without_calls(student_fn, name, LINEAR_ATTENTION_FUNCTIONS,
+                               "fix the given chunked loop instead")
     compare_cases(student_fn, causal_linear_attention_chunked, _chunked_cases(), name,
-                  atol=1e-10, rtol=1e-8, arg_names=arg_names)
+                  atol=1e-10, rtol=1e-8, arg_names=arg_names, announce=False)
     # causality: the future must not leak into the past
     g = torch.Generator().manual_seed(1205)
     q, k, v = (torch.randn(1, 2, 12, 4, generator=g, dtype=torch.float64) for _ in range(3))
@@ -171,9 +208,6 @@ def check_chunked_linear(student_fn: Callable) -> None:
                            trials=6, seed=1206, atol=1e-10, rtol=1e-8, arg_names=arg_names)
 
 
-__all__ = ["check_causal_linear_recurrent", "check_chunked_linear", "check_window_pairs"]
-
-
 INF = float("-inf")
 
 
@@ -181,29 +215,29 @@ INF = float("-inf")
 
 def _plan_entries(plan, name: str, where: str, n_local: int) -> list[tuple[int, int, int, int,
                                                                            bool]]:
-    """The student's plan as a list of checked (q_start, q_stop, k_start, k_stop, causal)."""
+    """The student's plan as a list of checked (q_start, q_stop, k_start, k_stop, masked)."""
     if not isinstance(plan, (list, tuple)):
         raise CheckFailed(f"{name}: {where}: return a list of (q_start, q_stop, k_start, "
-                          f"k_stop, causal) tuples, got {type(plan).__name__}")
+                          f"k_stop, masked) tuples, got {type(plan).__name__}")
     entries = []
     for entry in plan:
         if not isinstance(entry, (list, tuple)) or len(entry) != 5:
             raise CheckFailed(f"{name}: {where}: each block must be a tuple (q_start, q_stop, "
-                              f"k_start, k_stop, causal), got {entry!r}")
+                              f"k_start, k_stop, masked), got {entry!r}")
         *bounds, masked = entry
         if any(isinstance(b, bool) or not isinstance(b, numbers.Integral) for b in bounds) \
                 or not isinstance(masked, (bool, torch.Tensor)):
-            raise CheckFailed(f"{name}: {where}: the bounds must be ints and causal a bool, "
-                              f"got {entry!r}")
+            raise CheckFailed(f"{name}: {where}: the bounds must be ints and masked True or "
+                              f"False, got {entry!r}")
         q0, q1, k0, k1 = (int(b) for b in bounds)
         if not (0 <= q0 < q1 <= n_local and 0 <= k0 < k1 <= n_local):
             raise CheckFailed(f"{name}: {where}: the block {entry!r} is empty or leaves the "
                               f"local range 0..{n_local} (stops are exclusive)")
         masked = bool(masked)
         if masked and k1 - k0 < q1 - q0:
-            raise CheckFailed(f"{name}: {where}: the causal block {entry!r} has fewer keys than "
-                              "queries, which flash_forward refuses (causal is aligned at the "
-                              "bottom right)")
+            raise CheckFailed(f"{name}: {where}: the masked block {entry!r} has fewer keys than "
+                              "queries, which flash_forward refuses (the mask is aligned at "
+                              "the bottom right)")
         entries.append((q0, q1, k0, k1, masked))
     return entries
 
@@ -261,16 +295,19 @@ def _check_one_ring(student_fn, name: str, world_size: int, n_local: int, layout
 
 def check_block_plan(student_fn) -> None:
     """Exercise 12.4: block_plan(rank, step, world_size, n_local, layout, causal) -> the
-    list of (q_start, q_stop, k_start, k_stop, causal) blocks rank r computes at ring step
+    list of (q_start, q_stop, k_start, k_stop, masked) blocks rank r computes at ring step
     s, in local positions, when it holds the keys of rank (r - s) mod W.
 
     For W = 1 to 4, both layouts ("contiguous", "zigzag"), causal or not, n_local 4 and 6,
     every rank and step is asked; the blocks are laid onto the whole score matrix (with
-    the bottom-right causal mask where a block says causal) and must score every visible
+    the bottom-right causal mask where a block says masked) and must score every visible
     query-key pair exactly once and no hidden one. Any split into blocks that does so is
-    right (exact whole numbers, no tolerance).
+    right (exact whole numbers, no tolerance). The package's ring_block_plan is refused.
     """
     name = "Exercise 12.4 (block_plan)"
+    student_fn = without_calls(student_fn, name,
+                               [(ring_block_plan, "attnbook.ring.ring_block_plan")],
+                               "work the blocks out yourself")
     configs = [(w, n_local, layout, causal) for w in (1, 2, 3, 4) for n_local in (4, 6)
                for layout in LAYOUTS for causal in (False, True)]
     for world_size, n_local, layout, causal in configs:
@@ -284,40 +321,43 @@ def check_block_plan(student_fn) -> None:
 WORK_PROBLEM = {"n": 32, "world_size": 4}  # causal, B = H = 1: blocks of 8 positions
 
 
-def _ratio(value, name: str, what: str) -> float:
-    if value is ...:
-        raise CheckFailed(f"{name}: replace the ... with {what}")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 1:
-        raise CheckFailed(f"{name}: {what} is a ratio max / min, a number >= 1, got "
-                          f"{value!r}")
-    return float(value)
+def _predictions(predicted_plain, predicted_zigzag_pairs, name: str) -> tuple[float, int]:
+    ratio = recorded(name, {"predicted_plain": predicted_plain}, whole=False)["predicted_plain"]
+    if not ratio >= 1:
+        raise CheckFailed(f"{name}: predicted_plain is a ratio max / min, a number >= 1, got "
+                          f"{predicted_plain!r}")
+    pairs = recorded(name, {"predicted_zigzag_pairs": predicted_zigzag_pairs})
+    return ratio, pairs["predicted_zigzag_pairs"]
 
 
-def check_work_predicted(predicted_plain, predicted_zigzag) -> None:
-    """Exercise 12.5, first step: two ratios written down; not yet judged."""
+def check_work_predicted(predicted_plain, predicted_zigzag_pairs) -> None:
+    """Exercise 12.5, first step: a ratio and a whole number written down; not yet judged."""
     name = "Exercise 12.5 (prediction)"
-    plain = _ratio(predicted_plain, name, "your prediction for the contiguous split")
-    zigzag = _ratio(predicted_zigzag, name, "your prediction for the zigzag split")
-    print(f"✅ {name}: recorded max/min work {plain:g} (contiguous) and {zigzag:g} (zigzag). "
-          "Now measure.")
+    ratio, pairs = _predictions(predicted_plain, predicted_zigzag_pairs, name)
+    print(f"✅ {name}: recorded max/min work {ratio:g} (contiguous) and {pairs} pairs per "
+          "rank (zigzag). Now measure.")
 
 
 def _pairs(value, name: str, what: str, world_size: int) -> list[int]:
     if value is ...:
         raise CheckFailed(f"{name}: replace the ... with {what}")
-    if not isinstance(value, (list, tuple)) or len(value) != world_size or any(
-            isinstance(x, bool) or not isinstance(x, numbers.Integral) for x in value):
+    if not isinstance(value, (list, tuple)) or len(value) != world_size:
         raise CheckFailed(f"{name}: {what} must be a list of {world_size} whole numbers (the "
                           f"pairs each rank scored, rank 0 first), got {value!r}")
-    return [int(x) for x in value]
+    numbers_ = [as_number(x, whole=True) for x in value]
+    if any(x is None for x in numbers_):
+        raise CheckFailed(f"{name}: {what} must be a list of {world_size} whole numbers (the "
+                          f"pairs each rank scored, rank 0 first), got {value!r}")
+    return numbers_
 
 
-def check_work_per_rank(predicted_plain, predicted_zigzag, measured_plain,
+def check_work_per_rank(predicted_plain, predicted_zigzag_pairs, measured_plain,
                         measured_zigzag) -> None:
     """Exercise 12.5: the query-key pairs each of W = 4 ranks scores in causal ring attention
     over N = 32 positions (B = H = 1), measured (stats.pairs of each rank, exact whole
-    numbers against work_per_rank), and the predicted ratios of the most to the least
-    work (within 2% of the truth) for the contiguous and the zigzag split."""
+    numbers against work_per_rank), the predicted ratio of the most to the least work of
+    the contiguous split (within 2% of the truth) and the predicted pairs of a rank of
+    the zigzag split (exact). One line names every number that is off."""
     name = "Exercise 12.5"
     n, world_size = WORK_PROBLEM["n"], WORK_PROBLEM["world_size"]
     truth = {layout: work_per_rank(n, world_size, layout, causal=True) for layout in LAYOUTS}
@@ -330,22 +370,25 @@ def check_work_per_rank(predicted_plain, predicted_zigzag, measured_plain,
                                   f"{rank} scored {got} pairs, off by {got - want:+d}: read "
                                   f"each rank's stats.pairs from run_ring(4, ring_work, {n}), "
                                   "in rank order")
-    hints = {"contiguous": "rank r sees r whole earlier blocks of L x L pairs and the lower "
-                           "triangle of its own, L = N / W; the first rank sees only its "
-                           "triangle, L (L + 1) / 2 pairs, not L^2 / 2",
-             "zigzag": "rank r holds chunks r and 2W - 1 - r of 2W: together they see "
-                       "2W - 1 whole earlier chunks and two triangles, whatever r is"}
-    predictions = {"contiguous": _ratio(predicted_plain, name, "predicted_plain"),
-                   "zigzag": _ratio(predicted_zigzag, name, "predicted_zigzag")}
-    for layout in LAYOUTS:
-        want, got = work_ratio(truth[layout]), predictions[layout]
-        if abs(got - want) > 0.02 * want:
-            raise CheckFailed(f"{name}: the measurement is right, but your predicted ratio for "
-                              f"the {layout} split, {got:g}, is off by {got - want:+.2f} "
-                              f"({abs(got - want) / want:.0%}); {hints[layout]}")
-    print(f"✅ {name}: prediction and measurement agree: max/min work "
-          f"{work_ratio(truth['contiguous']):.2f} contiguous, "
-          f"{work_ratio(truth['zigzag']):.2f} zigzag.")
+    ratio, pairs = _predictions(predicted_plain, predicted_zigzag_pairs, name)
+    true_ratio = work_ratio(truth["contiguous"])
+    problems = []
+    if abs(ratio - true_ratio) > 0.02 * true_ratio:
+        problems.append(f"your predicted max/min ratio of the contiguous split, {ratio:g}, "
+                        f"is off by {ratio - true_ratio:+.2f} "
+                        f"({abs(ratio - true_ratio) / true_ratio:.0%}): rank r sees r whole "
+                        "earlier blocks of L x L pairs and the lower triangle of its own, "
+                        "L = N / W; the first rank sees only its triangle, L (L + 1) / 2 "
+                        "pairs, not L^2 / 2")
+    if pairs != truth["zigzag"][0]:
+        problems.append(f"your predicted pairs per rank of the zigzag split, {pairs}, are "
+                        f"off by {pairs - truth['zigzag'][0]:+d}: rank r holds chunks r and "
+                        "2W - 1 - r of 2W, of c = N / 2W positions; chunk i sees i whole "
+                        "earlier chunks and its own triangle, c (c + 1) / 2 pairs")
+    if problems:
+        raise CheckFailed(f"{name}: the measurement is right, but " + "; and ".join(problems))
+    print(f"✅ {name}: prediction and measurement agree: max/min work {true_ratio:.2f} "
+          f"contiguous; {truth['zigzag'][0]} pairs on every zigzag rank.")
 
 
 # ---------------------------------------------------------------- Exercise 12.6: the merge bug
@@ -382,9 +425,12 @@ def check_ring_simulation(student_fn: Callable) -> None:
     k (B, H_kv, N, d), v (B, H_kv, N, dv); cases: one rank, two to four, causal or not,
     grouped-query heads, dv != d, scores of about 1e4. Against flash_forward on the whole
     sequence, float64, within 1e-9 + 1e-7 * |expected|. The caller's tensors must not
-    change.
+    change; the package's merge_partials is refused (the fix is the merge).
     """
     name = "Exercise 12.6 (simulated_ring)"
+    student_fn = without_calls(student_fn, name,
+                               [(merge_partials, "attnbook.ring.merge_partials")],
+                               "fix the merge in the given loop yourself")
     arg_names = ("q", "k", "v", "world_size", "causal")
     cases = _ring_cases()
     for description, inputs in cases:
@@ -402,6 +448,3 @@ def check_ring_simulation(student_fn: Callable) -> None:
     print(f"✅ {name}: equal to attention over the whole sequence in all {len(cases)} "
           "cases.")
 
-
-__all__ = ["check_block_plan", "check_work_predicted", "check_work_per_rank",
-           "check_ring_simulation", "WORK_PROBLEM"]

@@ -106,13 +106,13 @@ def _draw_matrix(ax, world_size: int, layout: str, causal: bool) -> None:
         ax.add_patch(Rectangle((kc, qc), 1, 1, facecolor=rank_color(rank),
                                alpha=0.35 if masked else 0.65, edgecolor=INK,
                                linewidth=0.5, hatch="//" if masked else None))
-        ax.text(kc + 0.5, qc + 0.5, str(step), ha="center", va="center", fontsize=8,
+        ax.text(kc + 0.5, qc + 0.5, str(step), ha="center", va="center", fontsize=9,
                 color=INK)
     ax.set(xlim=(0, pieces), ylim=(pieces, 0), aspect="equal",
            xticks=[c + 0.5 for c in range(pieces)], yticks=[c + 0.5 for c in range(pieces)],
            xticklabels=range(pieces), yticklabels=range(pieces),
            xlabel="key chunk", ylabel="query chunk")
-    ax.tick_params(length=0, labelsize=7)
+    ax.tick_params(length=0, labelsize=9)
 
 
 def ring_work_split(world_size: int = 4, n_local: int = 1024) -> plt.Figure:
