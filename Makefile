@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0+cpu
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: book student-book test lab pdf release-tag binder lint unit notebooks site browser exercises seeds lock clean browser-deps
+.PHONY: book student-book test lab pdf release-tag binder lint unit notebooks site browser exercises seeds lock clean browser-deps grade
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going --path-output . -q
@@ -70,6 +70,14 @@ binder: $(STAMP)
 # Regenerate exercises/ from solutions/ (and execute them so outputs are stored).
 exercises: $(STAMP)
 	$(BIN)/python -m tools.make_exercises --execute
+
+# Autograde submitted notebooks (files or folders) against solutions/ with nbgrader's steps:
+# make grade NB="submissions/alice/04_queries_keys_values.ipynb submissions/bob"
+# GRADE_ARGS="--junit _build/grades.xml --cell-timeout 120 --timeout 900" adds options.
+GRADE_ARGS ?=
+grade: $(STAMP)
+	@test -n "$(NB)" || { echo 'Say what to grade: make grade NB="path/to/notebook.ipynb"'; exit 2; }
+	$(BIN)/python -m tools.grade $(NB) $(GRADE_ARGS)
 
 # Debian's Chromium drives the browser tests; as root we install it, otherwise we ask.
 browser-deps:

@@ -8,6 +8,11 @@ so nbval expects both to fail in the exercise notebook. Markdown cells tagged
 `solution` (explanations of the answer) are left out of the exercises, and the
 title "# Solutions N: ..." becomes "# Exercises N: ...".
 
+The conversion itself is nbgrader's (its ClearSolutions, ClearHiddenTests, LockCells
+and ComputeChecksums preprocessors, in the order `nbgrader generate_assignment` runs
+them), so an exercise notebook is what nbgrader releases to students, hidden tests
+removed, checksums included (tools/nbgrader_source gives solutions/ the metadata).
+
     python -m tools.make_exercises            # write the exercise notebooks
     python -m tools.make_exercises --execute  # ... and run them to store outputs
     python -m tools.make_exercises --check    # exit 1 if exercises/ is out of date
@@ -59,10 +64,33 @@ def _add_tag(cell, tag: str) -> None:
         tags.append(tag)
 
 
+def _release(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """nbgrader's own release steps (those of `nbgrader generate_assignment`), in its
+    order: lock the graded cells, replace each solution block with STUB, compute the
+    checksums, remove the hidden tests, compute the checksums again."""
+    from nbgrader.preprocessors import (
+        CheckCellMetadata,
+        ClearHiddenTests,
+        ClearSolutions,
+        ComputeChecksums,
+        LockCells,
+    )
+    graded = any("nbgrader" in cell.metadata for cell in notebook.cells)
+    steps = [LockCells(), ClearSolutions(code_stub={"python": STUB}, enforce_metadata=graded),
+             ComputeChecksums(), ClearHiddenTests(enforce_metadata=graded), ComputeChecksums()]
+    if graded:
+        steps += [CheckCellMetadata()]
+    resources: dict = {}
+    for step in steps:
+        notebook, resources = step.preprocess(notebook, resources)
+    return notebook
+
+
 def exercise_from_solution(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """The exercise notebook (without outputs) for a solution notebook."""
+    """The exercise notebook (without outputs) for a solution notebook: nbgrader's
+    student version, plus the `raises-exception` tags nbval needs."""
     exercise = copy.deepcopy(solution)
-    cells, tag_next_code_cell = [], False
+    cells = []
     for cell in exercise.cells:
         if SOLUTION_ONLY_TAG in cell.metadata.get("tags", []):
             continue
@@ -70,15 +98,21 @@ def exercise_from_solution(solution: nbformat.NotebookNode) -> nbformat.Notebook
             cell.source = EXERCISES_TITLE + cell.source[len(SOLUTIONS_TITLE):]
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-            cell.source, stubs = strip_solutions(cell.source)
-            if stubs:
-                _add_tag(cell, EXERCISE_TAG)
-                tag_next_code_cell = True
-            elif tag_next_code_cell:
-                _add_tag(cell, EXERCISE_TAG)  # the check of the stub just above
-                tag_next_code_cell = False
+            strip_solutions(cell.source)  # raises ValueError on a malformed block
         cells.append(cell)
     exercise.cells = cells
+    stubbed = [cell.cell_type == "code" and strip_solutions(cell.source)[1] > 0 for cell in cells]
+    exercise = _release(exercise)
+    tag_next_code_cell = False
+    for cell, has_stub in zip(exercise.cells, stubbed):
+        if cell.cell_type != "code":
+            continue
+        if has_stub:
+            _add_tag(cell, EXERCISE_TAG)
+            tag_next_code_cell = True
+        elif tag_next_code_cell:
+            _add_tag(cell, EXERCISE_TAG)  # the check of the stub just above
+            tag_next_code_cell = False
     exercise.metadata.pop("widgets", None)
     return exercise
 
@@ -88,8 +122,11 @@ def exercise_path(solution_path: Path) -> Path:
 
 
 def comparable(notebook: nbformat.NotebookNode) -> list[tuple]:
-    """What must agree between a generated and a committed exercise: sources, types, tags."""
-    return [(c.cell_type, c.source, sorted(c.metadata.get("tags", []))) for c in notebook.cells]
+    """What must agree between a generated and a committed exercise: sources, types, tags,
+    grade ids and points."""
+    return [(c.cell_type, c.source, sorted(c.metadata.get("tags", [])),
+             c.metadata.get("nbgrader", {}).get("grade_id"),
+             c.metadata.get("nbgrader", {}).get("points")) for c in notebook.cells]
 
 
 def out_of_date() -> list[str]:

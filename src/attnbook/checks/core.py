@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import numbers
 import signal
 import threading
@@ -240,7 +241,8 @@ def compare_with_reference(student: Callable, reference: Callable,
     `item_names` (such as ("output", "weights")) says which item is wrong;
     `arg_names` names the arguments in the verdict.
     """
-    generator = torch.Generator().manual_seed(seed)
+    trials *= hidden_factor()  # more trials, from other seeds, inside hidden_trials
+    generator = torch._C.Generator().manual_seed(hidden_seed(seed))  # shifted once
     for trial in range(trials):
         inputs = make_inputs(generator)
         shapes = ", ".join(_describe_input(x) for x in inputs)
@@ -402,7 +404,8 @@ def recorded(name: str, predictions: dict[str, object], whole: bool = True) -> d
     values = {}
     for label, value in predictions.items():
         if value is ...:
-            raise CheckFailed(f"{name}: replace the ... in `{label}` with your prediction")
+            what = "measurement" if label.startswith("measured") else "prediction"
+            raise CheckFailed(f"{name}: replace the ... in `{label}` with your {what}")
         number = as_number(value, whole)
         if number is None:
             kind = "a whole number (an int)" if whole else "a number"
@@ -473,3 +476,66 @@ def without_calls(student_fn: Callable, name: str, banned: list[tuple[Callable, 
                 function.__code__ = code
                 function.__defaults__, function.__kwdefaults__ = defaults, kwdefaults
     return run
+
+
+# --- Hidden tests (for the autograder) -------------------------------------------------------
+
+_HIDDEN = {"offset": 0, "factor": 1}  # the visible checks: offset 0, factor 1
+_TORCH_MANUAL_SEED = torch.manual_seed
+HIDDEN_SEED_STRIDE = 100_003  # a prime: hidden seed k shifts every seed by k * this
+
+
+def hidden_seed(seed: int) -> int:
+    """`seed` as the checks use it now: itself, or shifted inside `hidden_trials`."""
+    return seed + _HIDDEN["offset"]
+
+
+def hidden_factor() -> int:
+    """How many times the usual number of random trials a check runs now (1 outside
+    `hidden_trials`)."""
+    return _HIDDEN["factor"]
+
+
+class _HiddenGenerator(torch.Generator):
+    """torch.Generator whose manual_seed shifts the seed (inside `hidden_trials` only)."""
+
+    def manual_seed(self, seed):
+        return super().manual_seed(hidden_seed(int(seed)))
+
+
+@contextlib.contextmanager
+def hidden_trials(seed: int = 1, factor: int = 2, quiet: bool = True):
+    """Re-run checks as an autograder's hidden tests: other random inputs, and more of them.
+
+    Inside the block every seed a check uses is shifted by `seed` (the seed of
+    compare_with_reference, every `torch.Generator().manual_seed(n)` and
+    `torch.manual_seed(n)` a check calls to draw its cases or build its models), and
+    compare_with_reference runs `factor` times its trials, so an answer fitted to the
+    visible check's fixed inputs fails. Reference and student see the same shifted
+    inputs. With `quiet` a passing check prints nothing (the visible check already
+    said it passes); a failing one raises CheckFailed starting with "hidden tests".
+    """
+    if seed == 0:
+        raise ValueError("hidden_trials needs a seed other than 0 (0 is the visible check)")
+    saved = dict(_HIDDEN)
+    saved_generator, saved_manual_seed = torch.Generator, torch.manual_seed
+
+    def shifted_manual_seed(value):
+        return _TORCH_MANUAL_SEED(hidden_seed(int(value)))  # shifted once, even when nested
+
+    _HIDDEN.update(offset=saved["offset"] + seed * HIDDEN_SEED_STRIDE,
+                   factor=saved["factor"] * max(1, int(factor)))
+    torch.Generator, torch.manual_seed = _HiddenGenerator, shifted_manual_seed
+    printed = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
+    try:
+        with printed:
+            yield
+    except CheckFailed as failure:
+        message = str(failure)
+        if not message.startswith("hidden tests"):
+            message = f"hidden tests (other random inputs): {message}"
+        raise CheckFailed(message) from None
+    finally:
+        torch.Generator, torch.manual_seed = saved_generator, saved_manual_seed
+        _HIDDEN.clear()
+        _HIDDEN.update(saved)
