@@ -185,3 +185,46 @@ def test_every_page_loads_cleanly_offline(browser, server, page):
     if visit.page.locator("main .math").count():
         visit.page.wait_for_selector("mjx-container", state="attached", timeout=20_000)
     visit.assert_clean()
+
+
+# The pages with figures driven by a slider (attnbook.viz.SliderFigure), and how many.
+SLIDER_PAGES = {"chapters/02_additive_attention": 1, "chapters/04_queries_keys_values": 2,
+                "chapters/06_position": 1}
+SHOWN = """box => {const img = box.querySelector("img");
+    return {src: img.src, alt: img.alt, text: box.querySelector("output").textContent,
+            value: box.querySelector("input").value,
+            loaded: img.complete && img.naturalWidth > 0};}"""
+
+
+@pytest.mark.parametrize("page", SLIDER_PAGES)
+def test_sliders_change_their_picture_without_a_kernel(browser, server, page):
+    visit = Visit(browser, server, f"{page}.html")
+    boxes = visit.page.locator("figure.attnbook-slider")
+    assert boxes.count() == SLIDER_PAGES[page]
+    for n in range(boxes.count()):
+        box = boxes.nth(n)
+        slider = box.locator("input[type=range]")
+        assert slider.get_attribute("aria-label"), "the slider has no accessible name"
+        start = box.evaluate(SHOWN)
+        assert start["loaded"] and start["alt"] and start["src"].startswith("data:image/png")
+        # Set the value and send the events a browser sends when the slider is dragged.
+        last = int(slider.get_attribute("max"))
+        target = 0 if int(start["value"]) != 0 else last
+        slider.evaluate("""(s, v) => {s.value = v;
+            s.dispatchEvent(new Event("input", {bubbles: true}));
+            s.dispatchEvent(new Event("change", {bubbles: true}));}""", target)
+        moved = box.evaluate(SHOWN)
+        assert moved["value"] == str(target)
+        assert moved["src"] != start["src"] and moved["alt"] != start["alt"]
+        assert moved["text"] != start["text"]
+        # And with the keyboard: End goes to the last frame, Home to the first.
+        slider.focus()
+        slider.press("End" if target == 0 else "Home")
+        pressed = box.evaluate(SHOWN)
+        assert pressed["value"] == str(last - target) and pressed["src"] != moved["src"]
+        visit.page.wait_for_function(
+            "box => box.querySelector('img').complete && "
+            "box.querySelector('img').naturalWidth > 0", arg=box.element_handle())
+    boxes.first.scroll_into_view_if_needed()
+    visit.screenshot(f"slider_{page.rsplit('/', 1)[-1][:2]}")
+    visit.assert_clean()

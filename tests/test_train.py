@@ -132,3 +132,30 @@ def test_position_accuracy_scores_every_position_on_the_true_prefix():
     assert slipped[3] == 0.0 and slipped[:3] == [1.0] * 3 and min(slipped[4:]) == 1.0
     with pytest.raises(ValueError, match="at least one example"):
         position_accuracy(Oracle(), [], src_vocab, tgt_vocab)
+
+
+def test_after_step_sees_every_step_and_leaves_training_unchanged():
+    from attnbook.seq2seq import translate
+
+    src_vocab, tgt_vocab = date_vocabs()
+    task = make_date_task(n_train=96, n_valid=8, n_test=4, max_dates=1, seed=0)
+    seen = []
+
+    def snapshot(step, model):
+        # Training mode, restored after the previous call's switch to eval mode:
+        assert model.training
+        # Greedy decoding in eval mode draws no random numbers.
+        seen.append((step, translate(model, "5 Jun 1999", src_vocab, tgt_vocab)[0]))
+
+    def run(after_step):
+        set_seed(0)
+        model = bottleneck_model(len(src_vocab), len(tgt_vocab), embed_dim=8, hidden_dim=16)
+        history = train_seq2seq(model, task.train, src_vocab, tgt_vocab, epochs=2,
+                                batch_size=32, valid=task.valid, progress=False,
+                                after_step=after_step)
+        return history, model
+
+    (plain, _), (watched, _) = run(None), run(snapshot)
+    assert watched.step_losses == plain.step_losses
+    assert watched.epoch_valid_exact == plain.epoch_valid_exact
+    assert [step for step, _ in seen] == list(range(1, 7))  # 3 batches x 2 epochs

@@ -56,7 +56,8 @@ def train_seq2seq(model: nn.Module, train: list[Example], src_vocab: Vocab, tgt_
                   epochs: int = 5, batch_size: int = 64, lr: float = 3e-3,
                   valid: list[Example] | None = None, clip: float = 1.0, seed: int = 0,
                   progress: bool = True,
-                  after_epoch: Callable[[int, nn.Module], None] | None = None) -> History:
+                  after_epoch: Callable[[int, nn.Module], None] | None = None,
+                  after_step: Callable[[int, nn.Module], None] | None = None) -> History:
     """Adam with teacher forcing, gradient clipping, and a progress bar per run.
 
     After each epoch, with `valid`, records the exact-match accuracy of greedy decoding.
@@ -64,6 +65,11 @@ def train_seq2seq(model: nn.Module, train: list[Example], src_vocab: Vocab, tgt_
     e.g. to measure the model mid-training. Training uses no random numbers there, so
     a callback that draws none leaves training unchanged; the model is switched back
     to training mode at the start of the next epoch.
+
+    With `after_step`, calls `after_step(step, model)` after every optimizer step (step
+    counted from 1 over the whole run), e.g. to take snapshots of the model as it
+    learns; the model is switched back to training mode after each call, so a callback
+    that draws no random numbers leaves training unchanged.
     """
     device = next(model.parameters()).device
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -86,6 +92,9 @@ def train_seq2seq(model: nn.Module, train: list[Example], src_vocab: Vocab, tgt_
             history.step_losses.append(loss.item())
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            if after_step is not None:
+                after_step(len(history.step_losses), model)
+                model.train()
         if valid is not None:
             predictions = predict(model, valid, src_vocab, tgt_vocab)
             history.epoch_valid_exact.append(exact_match(predictions, [e.target for e in valid]))
