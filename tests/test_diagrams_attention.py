@@ -114,6 +114,19 @@ def test_mixing_compares_recurrence_convolution_and_attention():
     assert "x₁ needs\n5 layers" in labels
     assert "1 step;\n6² = 36\npairs" in labels and "6 steps,\nin order" in labels
     assert labels.count("x₁") == 3 and labels.count("y₆") == 3
+    # the inputs outlined in red: x1 in the recurrence and in self-attention, which
+    # draw a path from it; in the convolution only the field of y6 after two layers
+    from matplotlib.colors import to_rgba
+    from matplotlib.patches import Circle
+
+    from attnbook.diagrams.attention import PATH
+
+    width, step = WIDTH / 3, (WIDTH / 3 - 0.5) / 5
+    inputs = [c for c in fig.axes[0].patches if isinstance(c, Circle) and c.center[1] == 0]
+    assert len(inputs) == 18
+    outlined = [(int(c.center[0] // width), round((c.center[0] % width - 0.25) / step))
+                for c in inputs if c.get_edgecolor()[:3] == to_rgba(PATH)[:3]]
+    assert outlined == [(0, 0), (1, 3), (1, 4), (1, 5), (2, 0)], outlined  # x1; x4-x6; x1
     legible(fig)
     plt.close(fig)
     assert "x₁ needs\n4 layers" in texts(mixing_diagram(n=9, kernel_size=5))

@@ -30,19 +30,24 @@ def test_head_of_feature_follows_split_heads():
 def test_heads_diagram_writes_the_shapes_in_order():
     fig = heads_diagram(n_heads=4, d_model=8)
     labels = texts(fig)
-    order = ["input x: (B, N, D)", "linear maps q_proj, k_proj, v_proj (D × D)",
-             "Q, K, V:\n(B, N, D) each",
-             "split_heads: view (B, N, H, D/H), transpose(1, 2)", "(B, H, N, D/H) each",
-             "head 1", "head 4", "(B, H, N, D/H)", "merge_heads: transpose(1, 2), reshape",
-             "linear map out_proj (D × D)", "output: (B, N, D)"]
+    # the names of split_heads' source and of the chapter: L positions, d per head
+    order = ["input x: (B, L, d_model)", "q_proj, k_proj, v_proj (d_model × d_model)",
+             "Q, K, V:\n(B, L, d_model)\neach",
+             "split_heads: view (B, L, H, d), transpose(1, 2)", "(B, H, L, d) each",
+             "head 1", "head 4", "(B, H, L, d)", "merge_heads: transpose(1, 2), reshape",
+             "linear map out_proj (d_model × d_model)", "output: (B, L, d_model)"]
     ys = {t.get_text(): t.get_position()[1] for t in fig.axes[0].texts}
     for label in order:
         assert label in labels, label
     heights = [ys[label] for label in order]
     assert heights == sorted(heights, reverse=True)  # top to bottom, in this order
-    assert labels.count("(B, N, D)") == 2  # after merge_heads and after out_proj
+    assert labels.count("(B, L, d_model)") == 2  # after merge_heads and after out_proj
+    assert not any("N" in t or "D/H" in t for t in labels), labels
+    # the forward drops attention weights in training, after the softmax
+    per_head = next(t for t in labels if t.startswith("attention per head"))
+    assert per_head.index("softmax") < per_head.index("dropout (training)")
     assert ["0–1", "2–3", "4–5", "6–7"] == [t for t in labels if "–" in t]
-    assert "D/H = 2 features per head" in labels and "one token: D = 8 features" in labels
+    assert "d = d_model / H = 2 per head" in labels and "one token: d_model = 8" in labels
     # the feature cells: D before the split, D/H per head, D after the merge
     colours = [matplotlib.colors.to_hex(p.get_facecolor()[:3]) for p in fig.axes[0].patches
                if isinstance(p, matplotlib.patches.Rectangle)]

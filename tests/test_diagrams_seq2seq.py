@@ -44,7 +44,8 @@ def test_without_attention_the_decoder_gets_one_vector():
     assert labels.count("c") == 11  # the same c read at every step
     assert "<bos>" in labels and "<eos>" in labels and "␣" in labels
     assert not any(t.startswith("c₁") for t in labels)
-    assert any("s₀ = tanh(W c)" in t for t in labels)
+    assert any(r"$s_0 = \tanh(W_b\, c)$" in t for t in labels)  # chapter 1's W_b
+    assert labels.count("s₀") == 1  # the first state, where c enters step 1
     legible(fig)
     plt.close(fig)
 

@@ -26,7 +26,7 @@ from attnbook.positional import alibi_bias, apply_rope, query_key_positions
 
 
 def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """(B, L, D) -> (B, H, L, D/H): head h gets the h-th slice of width D/H."""
+    """(B, L, d_model) -> (B, H, L, d): head h gets the h-th slice, of width d = d_model / H."""
     if not torch.is_tensor(x) or x.dim() != 3:
         raise ValueError(f"x must be a 3-D tensor (batch, length, width), got "
                          f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")

@@ -215,15 +215,21 @@ def mixing_diagram(n: int = 6, kernel_size: int = 3) -> Figure:
         "work: O(k·n·d²)",
         "sequential steps: O(1)\npath length: O(1)\nwork: O(n²·d)",
     ]
+    last, half = n - 1, (kernel_size - 1) // 2
+    field = {2: {last}}  # the convolution's receptive field of y_n, layer by layer
+    field[1] = {j for j in range(last - half, last + half + 1) if 0 <= j < n}
+    field[0] = {j for i in field[1] for j in range(i - half, i + half + 1) if 0 <= j < n}
     for p, (title, table) in enumerate(zip(panels, tables)):
         xs = [p * width + 0.25 + step * i for i in range(n)]
         note(ax, p * width + width / 2, 1.95, title, va="top")
         for i, x in enumerate(xs):
-            _node(ax, x, ys[0], COLOURS["input"], highlight=i == 0)
+            # outlined: x1 where a path from it is drawn; in the convolution, which
+            # does not reach x1 in two layers, the inputs its field does reach
+            lit = i in field[0] if p == 1 else i == 0
+            _node(ax, x, ys[0], COLOURS["input"], highlight=lit)
             note(ax, x, ys[0] - 0.17, f"x{_sub(i + 1)}", va="top")
         note(ax, p * width + width / 2, -0.5, table, va="top")
         note(ax, xs[-1], ys[2] + 0.14, f"y{_sub(n)}", va="bottom")
-        last = n - 1
         if p == 0:  # recurrence: input -> state, state -> next state, last state -> output
             for i, x in enumerate(xs):
                 _node(ax, x, ys[1], COLOURS["encoder"], highlight=True)
@@ -234,11 +240,6 @@ def mixing_diagram(n: int = 6, kernel_size: int = 3) -> Figure:
             _edge(ax, (xs[last], ys[1]), (xs[last], ys[2]), highlight=True)
             note(ax, xs[0] - 0.12, ys[2], f"{n} steps,\nin order", ha="left")
         elif p == 1:  # convolution: two layers of windows; the last output's field
-            half = (kernel_size - 1) // 2
-            field = {2: {last}}
-            field[1] = {j for j in range(last - half, last + half + 1) if 0 <= j < n}
-            field[0] = {j for i in field[1] for j in range(i - half, i + half + 1)
-                        if 0 <= j < n}
             for level in (1, 2):
                 for i, x in enumerate(xs):
                     if level == 2 and i != last:

@@ -2,10 +2,12 @@
 merges them back.
 
 `heads_diagram` follows `multihead.MultiHeadAttention.forward` from the input
-(B, N, D) through the projections, `split_heads` to (B, H, N, D/H), one attention per
-head, `merge_heads` back to (B, N, D) and the output projection, with the shapes on
-the arrows. Beside it, one token's D features coloured by the head that gets them, as
-`split_heads` assigns them (head h gets features h D/H to (h + 1) D/H - 1).
+(B, L, d_model) through the projections, `split_heads` to (B, H, L, d) with
+d = d_model / H, one attention per head (softmax, dropout of the weights in training,
+then the values), `merge_heads` back to (B, L, d_model) and the output projection,
+with the shapes on the arrows, in the names `split_heads` and the chapter use. Beside
+it, one token's d_model features coloured by the head that gets them, as `split_heads`
+assigns them (head h gets features h d to (h + 1) d - 1).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ __all__ = ["heads_diagram", "head_of_feature", "texts"]
 def head_of_feature(d_model: int, n_heads: int) -> list[int]:
     """For each of the d_model features of a token, the head `split_heads` gives it to;
     checks that `merge_heads` puts every feature back where it was."""
-    x = torch.arange(d_model, dtype=torch.float32).view(1, 1, d_model)  # (B=1, N=1, D)
-    heads = split_heads(x, n_heads)                                     # (1, H, 1, D/H)
+    x = torch.arange(d_model, dtype=torch.float32).view(1, 1, d_model)  # (B=1, L=1, d_model)
+    heads = split_heads(x, n_heads)                                     # (1, H, 1, d)
     if not torch.equal(merge_heads(heads), x):
         raise AssertionError("merge_heads does not invert split_heads")
     owner = [0] * d_model
@@ -56,9 +58,10 @@ def _features(ax, x0, y, owner, cell=0.2, label=None):
 
 def heads_diagram(n_heads: int = 4, d_model: int = 8) -> Figure:
     """Multi-head attention as the package computes it, shapes on the arrows:
-    (B, N, D) -> q_proj, k_proj, v_proj -> split_heads -> (B, H, N, D/H) -> scaled
-    dot-product attention per head -> merge_heads -> (B, N, D) -> out_proj. On the right,
-    one token's D = d_model features coloured by head (from `split_heads` itself)."""
+    (B, L, d_model) -> q_proj, k_proj, v_proj -> split_heads -> (B, H, L, d) -> scaled
+    dot-product attention per head, with dropout on the weights in training ->
+    merge_heads -> (B, L, d_model) -> out_proj. On the right, one token's d_model
+    features coloured by head (from `split_heads` itself)."""
     if not isinstance(n_heads, int) or not 1 <= n_heads <= len(HEAD_COLOURS):
         raise ValueError(f"n_heads must be an integer in [1, {len(HEAD_COLOURS)}] to draw, "
                          f"got {n_heads!r}")
@@ -71,10 +74,10 @@ def heads_diagram(n_heads: int = 4, d_model: int = 8) -> Figure:
     x, w = 2.95, 3.2
     levels = {"input": 4.75, "proj": 4.2, "split": 3.35, "heads": 2.45, "merge": 1.55,
               "out": 0.8, "output": 0.2}
-    note(ax, x, levels["input"], "input x: (B, N, D)")
-    box(ax, x, levels["proj"], "linear maps q_proj, k_proj, v_proj (D × D)", COLOURS["encoder"],
+    note(ax, x, levels["input"], "input x: (B, L, d_model)")
+    box(ax, x, levels["proj"], "q_proj, k_proj, v_proj (d_model × d_model)", COLOURS["encoder"],
         w, 0.36)
-    box(ax, x, levels["split"], "split_heads: view (B, N, H, D/H), transpose(1, 2)",
+    box(ax, x, levels["split"], "split_heads: view (B, L, H, d), transpose(1, 2)",
         COLOURS["input"], w, 0.36)
     gap = 0.08
     head_w = (w - gap * (n_heads - 1)) / n_heads
@@ -82,18 +85,18 @@ def heads_diagram(n_heads: int = 4, d_model: int = 8) -> Figure:
         hx = x - w / 2 + head_w / 2 + h * (head_w + gap)
         box(ax, hx, levels["heads"], f"head {h + 1}" if head_w > 0.55 else f"{h + 1}",
             HEAD_COLOURS[h], head_w, 0.42)
-    note(ax, x - w / 2 - 0.08, levels["heads"], "attention\nper head:\nsoftmax(QKᵀ/√d) V",
-         ha="right")
+    note(ax, x - w / 2 - 0.08, levels["heads"],
+         "attention per head:\nsoftmax(QKᵀ/√d),\ndropout (training),\ntimes V", ha="right")
     box(ax, x, levels["merge"], "merge_heads: transpose(1, 2), reshape", COLOURS["input"], w,
         0.36)
-    box(ax, x, levels["out"], "linear map out_proj (D × D)", COLOURS["output"], w, 0.36)
-    note(ax, x, levels["output"], "output: (B, N, D)")
-    shapes = [("input", "proj", "x: (B, N, D)"),
-              ("proj", "split", "Q, K, V:\n(B, N, D) each"),
-              ("split", "heads", "(B, H, N, D/H) each"),
-              ("heads", "merge", "(B, H, N, D/H)"),
-              ("merge", "out", "(B, N, D)"),
-              ("out", "output", "(B, N, D)")]
+    box(ax, x, levels["out"], "linear map out_proj (d_model × d_model)", COLOURS["output"], w, 0.36)
+    note(ax, x, levels["output"], "output: (B, L, d_model)")
+    shapes = [("input", "proj", "x: (B, L, d_model)"),
+              ("proj", "split", "Q, K, V:\n(B, L, d_model)\neach"),
+              ("split", "heads", "(B, H, L, d) each"),
+              ("heads", "merge", "(B, H, L, d)"),
+              ("merge", "out", "(B, L, d_model)"),
+              ("out", "output", "(B, L, d_model)")]
     tops = {"input": 0.1, "proj": 0.18, "split": 0.18, "heads": 0.21, "merge": 0.18,
             "out": 0.18, "output": 0.1}
     head_xs = [x - w / 2 + head_w / 2 + h * (head_w + gap) for h in range(n_heads)]
@@ -110,7 +113,7 @@ def heads_diagram(n_heads: int = 4, d_model: int = 8) -> Figure:
     cell = min(0.2, 1.55 / d_model)
     fx = 5.95 - d_model * cell / 2
     _features(ax, fx, levels["split"] + 0.05, owner, cell,
-              f"one token: D = {d_model} features")
+              f"one token: d_model = {d_model}")
     for h in range(n_heads):
         features = [f for f, o in enumerate(owner) if o == h]
         hx = 4.8 + h * (2.1 / n_heads)
@@ -119,9 +122,9 @@ def heads_diagram(n_heads: int = 4, d_model: int = 8) -> Figure:
             note(ax, hx + head_dim * cell / 2, levels["heads"] - cell / 2 - 0.05,
                  f"{features[0]}–{features[-1]}" if head_dim > 1 else f"{features[0]}",
                  va="top")
-    note(ax, 5.95, levels["heads"] + cell / 2 + 0.08, f"D/H = {head_dim} features per head",
+    note(ax, 5.95, levels["heads"] + cell / 2 + 0.08, f"d = d_model / H = {head_dim} per head",
          va="bottom")
     _features(ax, fx, levels["merge"], owner, cell)
     note(ax, 5.95, levels["merge"] - cell / 2 - 0.06, "concatenated back in order", va="top")
-    note(ax, 5.95, levels["out"] - 0.15, "B: batch, N: positions,\nD: model width, H: heads")
+    note(ax, 5.95, levels["out"] - 0.15, "B: batch, L: positions,\nd_model: model width,\nH: heads")
     return fig

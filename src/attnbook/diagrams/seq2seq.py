@@ -39,8 +39,9 @@ def encoder_decoder_diagram(attention: bool = False, source: str = "5 Jun 1999",
     """The encoder-decoder on one input of the date task, one box per character.
 
     attention False (chapter 1): the encoder's final state h_S is the one vector c that
-    the decoder gets; it sets the first state, s0 = tanh(W c), and is concatenated to
-    the previous character at every step. attention True (chapter 2): step `step`
+    the decoder gets; it sets the first state, s0 = tanh(W_b c) (the arrow labelled s0
+    that enters s1), and is concatenated to the previous character at every step.
+    attention True (chapter 2): step `step`
     (1-based) scores every encoder state against the decoder's previous state, turns
     the scores into weights (`weights`, one per source character; by default
     EXAMPLE_WEIGHTS, illustrative) and reads their weighted sum, its own context c_t.
@@ -107,8 +108,9 @@ def encoder_decoder_diagram(attention: bool = False, source: str = "5 Jun 1999",
         ax.plot([cx, cx, -0.62, -0.62], [enc_y + state_h / 2, route, route, dec_y],
                 color=COLOURS["context"], linewidth=2.2, solid_capstyle="butt")
         arrow(ax, (-0.62, dec_y), (-state_w / 2, dec_y), colour=COLOURS["context"], width=2.2)
+        note(ax, -0.72, dec_y, "s₀", ha="right")  # the state before step 1, as in chapter 2
         note(ax, n_src / 2 - 0.5, route + 0.07,
-             "c sets the first state, s₀ = tanh(W c), and is read again at every step",
+             r"c sets the first state, $s_0 = \tanh(W_b\, c)$, and is read again at every step",
              va="bottom")
         title = (f"without attention: one vector c = h{_sub(n_src)} carries the whole "
                  f"input \u201c{source}\u201d")
