@@ -35,10 +35,10 @@ FITTED = [
 
 
 def solution_namespace(name: str, function: str) -> dict:
-    """The solution notebook's first code cell (its imports) and the cell defining `function`,
-    run in a fresh namespace."""
+    """The solution notebook's imports (its first code cell after the install cell) and
+    the cell defining `function`, run in a fresh namespace."""
     code = [c.source for c in nbformat.read(ROOT / "solutions" / f"{name}.ipynb", 4).cells
-            if c.cell_type == "code"]
+            if c.cell_type == "code" and "install-attnbook" not in c.metadata.get("tags", [])]
     namespace: dict = {}
     exec(code[0], namespace)
     exec(next(s for s in code if f"def {function}(" in s), namespace)
