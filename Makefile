@@ -7,7 +7,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 # The CPU build of PyTorch. GPU users: see README.md ("A GPU").
+# 2.13.0 has wheels for Python 3.10-3.14; Python 3.15 needs 2.15.0, the first with its wheels.
 TORCH_SPEC ?= torch==2.13.0+cpu
+TORCH_SPEC_PY315 ?= torch==2.15.0+cpu
+PYTHON_MINOR := $(shell $(PYTHON) -c 'import sys; print(sys.version_info.minor)' 2>/dev/null)
+TORCH := $(if $(filter-out 10 11 12 13 14,$(PYTHON_MINOR)),$(TORCH_SPEC_PY315),$(TORCH_SPEC))
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 
@@ -20,11 +24,11 @@ book: $(STAMP)
 	@echo "    file://$(CURDIR)/_build/html/index.html"
 
 $(STAMP): requirements.lock pyproject.toml
-	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed: neither python3.11 nor python3 was found (set PYTHON=...)"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "Python 3.10 or newer is needed (3.11 preferred): neither python3.11 nor python3 was found (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	# Try the configured package sources first, then PyTorch's own CPU index.
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)" \
-	  || $(BIN)/pip install --quiet "$(TORCH_SPEC)" --index-url $(TORCH_CPU_INDEX)
+	$(BIN)/pip install --quiet "$(TORCH)" \
+	  || $(BIN)/pip install --quiet "$(TORCH)" --index-url $(TORCH_CPU_INDEX)
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (attnbook)" >/dev/null
