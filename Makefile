@@ -1,6 +1,7 @@
 # The book's two commands (see README.md):
 #   make book   set up .venv and build the site into _build/html
 #   make test   run every test: lint, unit tests, notebooks, site build, browser
+# and, for maintainers, `make test-latest` (the newest releases of every dependency).
 # and, for students, `make lab` to open JupyterLab.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -15,7 +16,7 @@ TORCH := $(if $(filter-out 10 11 12 13 14,$(PYTHON_MINOR)),$(TORCH_SPEC_PY315),$
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: book student-book test lab pdf release-tag binder lint unit notebooks site browser exercises seeds lock clean browser-deps grade
+.PHONY: book student-book test test-latest lab pdf release-tag binder lint unit notebooks site browser exercises seeds lock clean browser-deps grade
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going --path-output . -q
@@ -36,6 +37,13 @@ $(STAMP): requirements.lock pyproject.toml
 
 test: $(STAMP) browser-deps
 	$(BIN)/python -m tools.run_tests
+
+# The book with the newest releases of its dependencies (requirements.in; the lock ignored),
+# in a fresh clone of HEAD and a fresh environment under _build/test-latest, on the newest
+# python3.N on PATH (or PYTHON_LATEST); prints what breaks. Not part of `make test`.
+PYTHON_LATEST ?=
+test-latest: browser-deps
+	$(PYTHON) -m tools.test_latest $(if $(PYTHON_LATEST),--python $(PYTHON_LATEST))
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests tools _ext
