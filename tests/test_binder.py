@@ -17,12 +17,18 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.version import Version
 from test_launch_cell import USE, _key, clean_env, clone_at_tag, make_bare_venv, run
 
 from tools import binder_env, launch_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "binder" / "requirements.txt"
+# Binder builds on the Python of binder/runtime.txt (3.11); on another Python the book's
+# environment has another torch (the Makefile's choice for it) and Binder's torch pin may
+# have no wheel at all.
+THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+ON_BINDER_PYTHON = THIS_PYTHON == binder_env.python_version()
 
 
 def pins() -> dict[str, str]:
@@ -43,6 +49,9 @@ def pins() -> dict[str, str]:
 def resolution(tmp_path_factory):
     """pip's dry run over binder/requirements.txt, started first: it waits on the network
     while the other tests of this file use the CPU."""
+    if not ON_BINDER_PYTHON:
+        yield None, None
+        return
     folder = tmp_path_factory.mktemp("resolve")
     report = folder / "report.json"
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
@@ -86,6 +95,8 @@ def test_binder_pins_are_the_environment_the_book_is_tested_in():
     torch_spec = binder_env.makefile_variable("TORCH_SPEC")
     found = pins()
     assert f"torch=={found['torch']}" == torch_spec and found["torch"].endswith("+cpu")
+    if not ON_BINDER_PYTHON:
+        del found["torch"]
     wrong = {name: (version, importlib.metadata.version(name)) for name, version in found.items()
              if importlib.metadata.version(name) != version}
     assert wrong == {}, f"binder pins differ from this environment (pin, installed): {wrong}"
@@ -101,9 +112,12 @@ def test_post_build_installs_attnbook_from_the_repository(tmp_path_factory):
     # installed into the environment, not linked to the checkout (a hub hides that)
     assert Path(used["file"]).resolve().is_relative_to((folder / "venv").resolve()), used["file"]
     assert used["version"] == launch_cell.book_version()
-    assert used["torch"] == importlib.metadata.version("torch")
+    # PyPI's CUDA builds say 2.15.0 in their metadata and 2.15.0+cu132 in torch.__version__
+    assert Version(used["torch"]).public == Version(importlib.metadata.version("torch")).public
 
 
+@pytest.mark.skipif(not ON_BINDER_PYTHON, reason=f"Binder builds on Python {binder_env.python_version()}, "
+                    f"not {THIS_PYTHON}")
 def test_pip_resolves_the_requirements_without_a_cuda_torch(resolution):
     process, report = resolution
     output, _ = process.communicate(timeout=300)

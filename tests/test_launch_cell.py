@@ -158,17 +158,27 @@ def _key(name: str) -> str:
 def dependency_closure(name: str = "attnbook") -> list[importlib.metadata.Distribution]:
     """The installed distributions `name` needs, transitively (markers of this platform)."""
     found: dict[str, importlib.metadata.Distribution] = {}
-    todo = [Requirement(r) for r in importlib.metadata.requires(name) or []]
+    todo = needs(importlib.metadata.distribution(name), set())
     while todo:
         requirement = todo.pop()
-        if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
-            continue
         if _key(requirement.name) in found:
             continue
         dist = importlib.metadata.distribution(requirement.name)
         found[_key(requirement.name)] = dist
-        todo += [Requirement(r) for r in dist.requires or []]
+        todo += needs(dist, requirement.extras)
     return list(found.values())
+
+
+def needs(dist: importlib.metadata.Distribution, extras: set[str]) -> list[Requirement]:
+    """What `dist` requires here, with the requested extras (PyPI's CUDA torch asks for
+    cuda-toolkit[cublas,...], whose extras pull in the nvidia-* packages)."""
+    found = []
+    for line in dist.requires or []:
+        requirement = Requirement(line)
+        if requirement.marker is None or any(requirement.marker.evaluate({"extra": extra})
+                                             for extra in {"", *extras}):
+            found.append(requirement)
+    return found
 
 
 def link_packages(site: Path, view: Path) -> list[str]:

@@ -4,6 +4,7 @@ import os
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_make_lab_starts_a_server():
-    command = ["make", "-s", "lab", "LAB_ARGS=--no-browser --port=0 --ServerApp.token=test"]
+    # VENV: the environment these tests run in (.venv, or make test-latest's own)
+    command = ["make", "-s", "lab", f"VENV={sys.prefix}",
+               "LAB_ARGS=--no-browser --port=0 --ServerApp.token=test"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     log = []
@@ -26,7 +29,8 @@ def test_make_lab_starts_a_server():
                 if "http://127.0.0.1" in line or "http://localhost" in line:
                     break
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
     text = "".join(log)
     assert "http://" in text, f"make lab did not start a server (running as uid {os.getuid()}):\n{text}"

@@ -97,6 +97,8 @@ def install(python: str, book: Path, log) -> Path:
     run(pip + ["install", "--quiet", "--no-deps", "-e", str(book)], log)
     run([str(venv / "bin" / "python"), "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3",
          "--display-name", "Python 3 (attnbook, newest)"], log)
+    # the Makefile's mark of a finished install, so `make lab VENV=...` uses this venv as it is
+    (venv / ".installed").touch()
     return venv / "bin" / "python"
 
 
