@@ -169,7 +169,8 @@ def versions(python: str, venv_python: Path) -> str:
 def report(python: str, venv_python: Path, book: Path, output: str, seconds: float) -> str:
     """The Markdown report: versions, what moved, each step, what broke."""
     steps, failures = what_broke(output)
-    lines = [f"# make test-latest ({time.strftime('%Y-%m-%d %H:%M')}, {seconds / 60:.0f} min)", "",
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [f"# make test-latest ({when}, {seconds / 60:.0f} min)", "",
              versions(python, venv_python), "",
              "## Packages not at their pin in requirements.lock", "",
              "| package | lock | newest installed |", "|---|---|---|"]
