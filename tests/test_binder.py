@@ -98,6 +98,8 @@ def installed_version(name: str) -> str | None:
         return None
 
 
+@pytest.mark.skipif(os.environ.get("ATTNBOOK_UNPINNED") == "1",
+                    reason="make test-latest runs with the newest releases, not the pins")
 def test_binder_pins_are_the_environment_the_book_is_tested_in():
     torch_spec = binder_env.makefile_variable("TORCH_SPEC")
     found = pins()
