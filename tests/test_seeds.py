@@ -70,3 +70,30 @@ def test_a_run_records_metrics_and_every_failed_assertion(tmp_path):
              "runs": {"chapters/x.ipynb": {"0": good, "1": bad}}}
     text = runner.markdown(table)
     assert "| offset | 0.5 |" in text and "- seed 1, cell 1: AssertionError: offset 1.0" in text
+
+
+def test_a_partial_rerun_replaces_only_its_seeds_and_old_code_is_marked(tmp_path):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    (tmp_path / "chapters").mkdir()
+    nbformat.write(notebook, tmp_path / "chapters" / "x.ipynb")
+    old_code = runner.code_fingerprint(tmp_path / "chapters" / "x.ipynb")
+    table_path = tmp_path / "seeds.json"
+    table_path.write_text(json.dumps({"runs": {
+        "chapters/x.ipynb": {str(s): {"seconds": 1.0, "metrics": {"acc": s / 10}, "failures": [],
+                                      "code": old_code} for s in range(6)},
+        "chapters/y.ipynb": {"0": {"seconds": 2.0, "metrics": {}, "failures": []}}}}))
+    notebook.cells.append(nbformat.v4.new_code_cell("y = 2"))  # the code changes
+    nbformat.write(notebook, tmp_path / "chapters" / "x.ipynb")
+    new_code = runner.code_fingerprint(tmp_path / "chapters" / "x.ipynb")
+    assert new_code != old_code
+    rerun = [{"notebook": "chapters/x.ipynb", "seed": s, "seconds": 3.0, "metrics": {"acc": 0.99},
+              "failures": [], "code": new_code, "date": "2026-11-29"} for s in (4, 1)]
+    table = runner.merge(rerun, jobs=1, path=table_path)
+    x = table["runs"]["chapters/x.ipynb"]
+    assert list(x) == ["0", "1", "2", "3", "4", "5"], "every seed kept, in order"
+    assert [x[s]["metrics"]["acc"] for s in x] == [0.0, 0.99, 0.2, 0.3, 0.99, 0.5]
+    assert table["runs"]["chapters/y.ipynb"]["0"]["seconds"] == 2.0
+    assert runner.stale_seeds("chapters/x.ipynb", x, tmp_path) == ["0", "2", "3", "5"]
+    assert runner.stale_seeds("chapters/y.ipynb", table["runs"]["chapters/y.ipynb"], tmp_path) == []
+    text = runner.markdown(table, root=tmp_path)
+    assert "**Seeds 0, 2, 3, 5 ran an earlier version of this notebook's code; re-run them.**" in text

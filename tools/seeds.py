@@ -8,9 +8,11 @@ Each run is one notebook executed top to bottom with ATTNBOOK_SEED set, in a
 scratch copy of its folder (so nothing in the repository is overwritten), with
 errors allowed so that every failed assertion is seen, not just the first. What
 each run reported through `attnbook.seeds.record_metric`, every error it raised
-outside the cells that are meant to fail, and its time are merged into
-chapters/results/seeds.json (runs of notebooks not re-run are kept) and written
-as a readable table to chapters/results/seeds.md, with the machine named.
+outside the cells that are meant to fail, its time and a fingerprint of the
+notebook's code are merged into chapters/results/seeds.json seed by seed (runs of
+other notebooks and of seeds not re-run are kept) and written as a readable table
+to chapters/results/seeds.md, with the machine named. A seed whose run was made
+with other code than the notebook now holds is marked there, to be re-run.
 Exit status 1 when any assertion failed under any seed.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -44,6 +47,11 @@ def code_of(path: Path) -> str:
 
     notebook = nbformat.read(path, as_version=4)
     return "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+
+
+def code_fingerprint(path: Path) -> str:
+    """A short hash of the notebook's code cells: which version of the code a run ran."""
+    return hashlib.sha256(code_of(path).encode("utf-8")).hexdigest()[:12]
 
 
 def training_notebooks() -> list[str]:
@@ -112,7 +120,8 @@ def run_once(notebook: str, seed: int, threads: int, root: Path = ROOT) -> dict:
                 entry = json.loads(line)
                 metrics[entry["name"]] = entry["value"]
     return {"notebook": notebook, "seed": seed, "seconds": round(seconds, 1),
-            "metrics": metrics, "failures": _errors(nb)}
+            "metrics": metrics, "failures": _errors(nb), "code": code_fingerprint(source),
+            "date": datetime.date.today().isoformat()}
 
 
 def machine() -> str:
@@ -130,16 +139,17 @@ def machine() -> str:
             f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
-def merge(runs: list[dict], jobs: int) -> dict:
-    """Fold new runs into the committed table; the runs of other notebooks stay as they were."""
+def merge(runs: list[dict], jobs: int, path: Path = TABLE_JSON) -> dict:
+    """Fold new runs into the table at `path` seed by seed: a re-run seed replaces its entry,
+    other seeds and other notebooks stay as they were."""
     table = {"runs": {}}
-    if TABLE_JSON.exists():
-        table = json.loads(TABLE_JSON.read_text(encoding="utf-8"))
-    for notebook in {run["notebook"] for run in runs}:
-        table["runs"][notebook] = {}
-    for run in sorted(runs, key=lambda r: (r["notebook"], r["seed"])):
-        table["runs"][run["notebook"]][str(run["seed"])] = {
-            "seconds": run["seconds"], "metrics": run["metrics"], "failures": run["failures"]}
+    if path.exists():
+        table = json.loads(path.read_text(encoding="utf-8"))
+    for run in runs:
+        entry = {key: run[key] for key in ("seconds", "metrics", "failures", "code", "date") if key in run}
+        table["runs"].setdefault(run["notebook"], {})[str(run["seed"])] = entry
+    for notebook, entries in table["runs"].items():
+        table["runs"][notebook] = dict(sorted(entries.items(), key=lambda item: int(item[0])))
     table["machine"] = machine()
     table["date"] = datetime.date.today().isoformat()
     table["parallel_jobs"] = jobs
@@ -147,7 +157,17 @@ def merge(runs: list[dict], jobs: int) -> dict:
     return table
 
 
-def markdown(table: dict) -> str:
+def stale_seeds(notebook: str, runs: dict, root: Path = ROOT) -> list[str]:
+    """Seeds whose run recorded other code than `notebook` now holds (runs that recorded no
+    fingerprint are not judged)."""
+    path = root / notebook
+    if not path.exists():
+        return []
+    current = code_fingerprint(path)
+    return [seed for seed, run in runs.items() if run.get("code") not in (None, current)]
+
+
+def markdown(table: dict, root: Path = ROOT) -> str:
     from attnbook.seeds import summarize
 
     lines = ["# Claims under several seeds", "",
@@ -162,6 +182,10 @@ def markdown(table: dict) -> str:
                   f"Seeds {', '.join(seeds)}; {len(failed)} failed assertion(s); "
                   f"{min(r['seconds'] for r in runs.values()):.0f}-"
                   f"{max(r['seconds'] for r in runs.values()):.0f} s per run.", ""]
+        stale = stale_seeds(notebook, runs, root)
+        if stale:
+            lines += [f"**Seeds {', '.join(stale)} ran an earlier version of this notebook's code; "
+                      "re-run them.**", ""]
         names = sorted({name for run in runs.values() for name in run["metrics"]})
         if names:
             lines += ["| metric | mean | std | min | max | range | " + " | ".join(seeds) + " |",
