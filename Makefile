@@ -7,12 +7,13 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# The lock is made for Python 3.11 to 3.15 (numpy 2.4 and others need 3.11 or newer).
+PYTHON_MINOR := $(if $(PYTHON),$(shell $(PYTHON) -c 'import sys; print(sys.version_info.minor)' 2>/dev/null))
 # The CPU build of PyTorch. GPU users: see README.md ("A GPU").
-# 2.13.0 has wheels for Python 3.10-3.14; Python 3.15 needs 2.15.0, the first with its wheels.
+# Python 3.15 needs PyTorch 2.15.0, the first release with wheels for it.
 TORCH_SPEC ?= torch==2.13.0+cpu
 TORCH_SPEC_PY315 ?= torch==2.15.0+cpu
-PYTHON_MINOR := $(shell $(PYTHON) -c 'import sys; print(sys.version_info.minor)' 2>/dev/null)
-TORCH := $(if $(filter-out 10 11 12 13 14,$(PYTHON_MINOR)),$(TORCH_SPEC_PY315),$(TORCH_SPEC))
+TORCH := $(if $(filter 15,$(PYTHON_MINOR)),$(TORCH_SPEC_PY315),$(TORCH_SPEC))
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 
@@ -25,7 +26,11 @@ book: $(STAMP)
 	@echo "    file://$(CURDIR)/_build/html/index.html"
 
 $(STAMP): requirements.lock pyproject.toml
-	@test -n "$(PYTHON)" || { echo "Python 3.10 or newer is needed (3.11 preferred): neither python3.11 nor python3 was found (set PYTHON=...)"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed: neither python3.11 nor python3 was found (set PYTHON=...)"; exit 1; }
+	@case "$(PYTHON_MINOR)" in 11|12|13|14|15) ;; \
+	  *) echo "$(PYTHON) is not Python 3.11 to 3.15, which the lock is made for (set PYTHON=...)"; exit 1;; esac
+	@if [ -x $(BIN)/python ] && [ "$$($(BIN)/python -c 'import sys; print(sys.version_info.minor)')" != "$(PYTHON_MINOR)" ]; then \
+	  echo "$(VENV) was made with another Python than $(PYTHON); remove it (rm -rf $(VENV)) to rebuild it"; exit 1; fi
 	$(PYTHON) -m venv $(VENV)
 	# Try the configured package sources first, then PyTorch's own CPU index.
 	$(BIN)/pip install --quiet "$(TORCH)" \
@@ -43,6 +48,7 @@ test: $(STAMP) browser-deps
 # python3.N on PATH (or PYTHON_LATEST); prints what breaks. Not part of `make test`.
 PYTHON_LATEST ?=
 test-latest: browser-deps
+	@test -n "$(PYTHON)" || { echo "set PYTHON=... to a Python 3 that runs tools/test_latest.py"; exit 1; }
 	$(PYTHON) -m tools.test_latest $(if $(PYTHON_LATEST),--python $(PYTHON_LATEST))
 
 lint: $(STAMP)

@@ -3,7 +3,7 @@ installing `attnbook` where it is missing, from the repository at the book's ver
 
 The end-to-end test runs the cell in a bare virtual environment (no attnbook), against a
 local clone of this repository tagged `v<version>`, then imports the package there.
-The environment holds only torch 2.13.0 (CPU) and the packages attnbook depends on. By
+The environment holds only torch (the build the tests run with) and the packages attnbook depends on. By
 default they are linked from the environment running the tests (the same wheels, no
 copy: seconds); ATTNBOOK_BARE_VENV=install pip-installs them instead (about a minute
 more on two cores). Either way pip sees them as installed, as on Colab or a hub image.
@@ -159,14 +159,16 @@ def _key(name: str) -> str:
 def dependency_closure(name: str = "attnbook") -> list[importlib.metadata.Distribution]:
     """The installed distributions `name` needs, transitively (markers of this platform)."""
     found: dict[str, importlib.metadata.Distribution] = {}
+    extras_seen: dict[str, set[str]] = {}
     todo = needs(importlib.metadata.distribution(name), set())
     while todo:
         requirement = todo.pop()
-        if _key(requirement.name) in found:
-            continue
-        dist = importlib.metadata.distribution(requirement.name)
-        found[_key(requirement.name)] = dist
-        todo += needs(dist, requirement.extras)
+        key = _key(requirement.name)
+        if key in found and requirement.extras <= extras_seen[key]:
+            continue  # a package reached again with new extras is read again for them
+        found[key] = importlib.metadata.distribution(requirement.name)
+        extras_seen[key] = extras_seen.get(key, set()) | requirement.extras
+        todo += needs(found[key], requirement.extras)
     return list(found.values())
 
 

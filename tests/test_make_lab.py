@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_make_lab_starts_a_server():
-    # VENV: the environment these tests run in (.venv, or make test-latest's own)
-    command = ["make", "-s", "lab", f"VENV={sys.prefix}",
+    # The environment these tests run in (.venv, or make test-latest's own), taken as it is:
+    # -o keeps make from (re)installing anything into it.
+    command = ["make", "-s", "lab", f"VENV={sys.prefix}", "-o", f"{sys.prefix}/.installed",
                "LAB_ARGS=--no-browser --port=0 --ServerApp.token=test"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
