@@ -84,6 +84,7 @@ def run_once(notebook: str, seed: int, threads: int, root: Path = ROOT) -> dict:
     from nbclient import NotebookClient
 
     source = root / notebook
+    code = code_fingerprint(source)  # before the run: an edit made while it runs is not what ran
     with tempfile.TemporaryDirectory(prefix="attnbook-seeds-") as scratch:
         scratch = Path(scratch)
         shutil.copytree(root / "chapters" / "results", scratch / "chapters" / "results")
@@ -120,7 +121,7 @@ def run_once(notebook: str, seed: int, threads: int, root: Path = ROOT) -> dict:
                 entry = json.loads(line)
                 metrics[entry["name"]] = entry["value"]
     return {"notebook": notebook, "seed": seed, "seconds": round(seconds, 1),
-            "metrics": metrics, "failures": _errors(nb), "code": code_fingerprint(source),
+            "metrics": metrics, "failures": _errors(nb), "code": code,
             "date": datetime.date.today().isoformat()}
 
 
