@@ -24,9 +24,9 @@ from tools import binder_env, launch_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "binder" / "requirements.txt"
-# Binder builds on the Python of binder/runtime.txt (3.11); on another Python the book's
-# environment has another torch (the Makefile's choice for it) and Binder's torch pin may
-# have no wheel at all.
+# Binder builds on the Python of binder/runtime.txt (3.11). On another Python the tests'
+# environment may hold another torch (the Makefile installs 2.15.0 on 3.15), and Binder's
+# torch pin may have no wheel for it, so those two checks run on Binder's Python only.
 THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 ON_BINDER_PYTHON = THIS_PYTHON == binder_env.python_version()
 
