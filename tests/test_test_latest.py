@@ -6,6 +6,7 @@ network and takes as long as `make test`; it is not part of `make test`."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,10 +54,13 @@ def test_python_315_gets_the_wheels_it_needs():
 
 
 def plain_make_env() -> dict[str, str]:
-    """This process's environment without the variables an outer `make test PYTHON=...`
-    passes down, so that the Makefile is read with its own defaults."""
-    return {key: value for key, value in os.environ.items()
-            if key not in ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL")}
+    """This process's environment without what an outer `make test PYTHON=...` passes down
+    (its flags, and its command-line variables, which make also exports), so that the
+    Makefile is read with its own defaults."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    own = set(re.findall(r"^(\w+)\s*\?=", makefile, flags=re.MULTILINE))
+    passed_down = {"MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL"} | own
+    return {key: value for key, value in os.environ.items() if key not in passed_down}
 
 
 def makefile_torch(tmp_path: Path, minor: str) -> str:
